@@ -1,10 +1,11 @@
 """The model: one Flax NNX decoder graph for training, scoring and sampling."""
 
 from alejax.models.config import PRESETS, ModelConfig, get_preset
+from alejax.models.hf import config_from_hf, from_pretrained, save_pretrained
 from alejax.models.init import abstract_model, create_model, model_shardings
 from alejax.models.transformer import KVCache, LayerCache, Transformer, init_cache
 
 __all__ = [
     "PRESETS", "ModelConfig", "get_preset", "abstract_model", "create_model", "model_shardings",
-    "KVCache", "LayerCache", "Transformer", "init_cache",
+    "KVCache", "LayerCache", "Transformer", "init_cache", "from_pretrained", "save_pretrained", "config_from_hf",
 ]

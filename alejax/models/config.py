@@ -78,9 +78,9 @@ PRESETS: dict[str, ModelConfig] = {
     # ~1M: the CPU quickstart and the tests.
     "tiny": ModelConfig(),
     # ~25M and ~100M: the train-step benchmark sizes (vocab as a small BPE would give).
-    "25m": ModelConfig(vocab_size=8192, d_model=384, n_layers=8, n_heads=6, n_kv_heads=2, head_dim=64,
+    "25m": ModelConfig(vocab_size=8192, d_model=384, n_layers=10, n_heads=6, n_kv_heads=2, head_dim=64,
                        mlp_dim=1536, tie_embeddings=True),
-    "100m": ModelConfig(vocab_size=16384, d_model=768, n_layers=10, n_heads=12, n_kv_heads=4, head_dim=64,
+    "100m": ModelConfig(vocab_size=16384, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, head_dim=64,
                         mlp_dim=2560, tie_embeddings=True),
     # Shape of Qwen2.5-0.5B (weights come from a user's directory via from_pretrained).
     "qwen2_0_5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,

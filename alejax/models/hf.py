@@ -155,7 +155,9 @@ def _from_hf_block(block: np.ndarray, entry: Entry, index: Sequence[tuple[int, i
 def _dtype_name(value: Any, field: str) -> str:
   if value is None or value == "auto":
     return "float32"
-  name = str(value).removeprefix("torch.")
+  if not isinstance(value, str):  # np / jnp dtypes and scalar types
+    value = np.dtype(value).name
+  name = value.removeprefix("torch.")
   if name not in _DTYPES:
     raise ValueError(f"{field}={value!r}: unsupported dtype; expected one of {sorted(set(_DTYPES.values()))}")
   return _DTYPES[name]
@@ -328,9 +330,9 @@ def from_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
   with open(config_file) as f:
     hf_config = json.load(f)
   if dtype is not None:
-    overrides["dtype"] = dtype
+    overrides["dtype"] = _dtype_name(dtype, "dtype")
   if param_dtype is not None:
-    overrides["param_dtype"] = param_dtype
+    overrides["param_dtype"] = _dtype_name(param_dtype, "param_dtype")
   config = config_from_hf(hf_config, **overrides)
 
   graphdef, abstract_state = nnx.split(abstract_model(config))
