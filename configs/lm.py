@@ -13,44 +13,44 @@ from alejax.models.config import get_preset
 
 
 def get_config(preset: str | None = None) -> ConfigDict:
-  preset = preset or "tiny"
-  c = ConfigDict()
-  c.job = "pretrain"
-  c.seed = 0
-  c.workdir = f"runs/lm_{preset}"
-  c.model = ConfigDict(dataclasses.asdict(get_preset(preset)))
-  c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})  # -1 fills with the remaining devices
+    preset = preset or "tiny"
+    c = ConfigDict()
+    c.job = "pretrain"
+    c.seed = 0
+    c.workdir = f"runs/lm_{preset}"
+    c.model = ConfigDict(dataclasses.asdict(get_preset(preset)))
+    c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})  # -1 fills with the remaining devices
 
-  c.data = ConfigDict()
-  c.data.n_docs = 6000  # generated documents (ignored when text_glob is set)
-  c.data.text_glob = ""  # e.g. "/data/books/*.txt": train on your own text instead
-  c.data.tokenizer_dir = ""  # a Hugging Face tokenizer directory; default: train a BPE on the corpus
-  c.data.seq_len = 128
-  c.data.batch_size = 16
-  c.data.eval_fraction = 0.05
+    c.data = ConfigDict()
+    c.data.n_docs = 6000  # generated documents (ignored when text_glob is set)
+    c.data.text_glob = ""  # e.g. "/data/books/*.txt": train on your own text instead
+    c.data.tokenizer_dir = ""  # a Hugging Face tokenizer directory; default: train a BPE on the corpus
+    c.data.seq_len = 128
+    c.data.batch_size = 16
+    c.data.eval_fraction = 0.05
 
-  c.optim = ConfigDict()
-  c.optim.learning_rate = 3e-3
-  c.optim.warmup_steps = 30
-  c.optim.weight_decay = 0.1
-  c.optim.grad_clip = 1.0
-  c.optim.schedule = "cosine"
+    c.optim = ConfigDict()
+    c.optim.learning_rate = 3e-3
+    c.optim.warmup_steps = 30
+    c.optim.weight_decay = 0.1
+    c.optim.grad_clip = 1.0
+    c.optim.schedule = "cosine"
 
-  c.steps = 300
-  c.log_every = 10
-  c.eval_every = 50
-  c.eval_batches = 8
-  c.checkpoint_every = 100
-  c.keep_checkpoints = 3
-  c.progress_every_s = 5.0
-  c.wandb_project = ""  # W&B only if installed and named here
+    c.steps = 300
+    c.log_every = 10
+    c.eval_every = 50
+    c.eval_batches = 8
+    c.checkpoint_every = 100
+    c.keep_checkpoints = 3
+    c.progress_every_s = 5.0
+    c.wandb_project = ""  # W&B only if installed and named here
 
-  if preset == "25m":
-    c.data.n_docs, c.data.seq_len, c.data.batch_size = 40000, 256, 16
-    c.optim.learning_rate, c.steps = 1e-3, 2000
-  elif preset == "100m":
-    c.data.n_docs, c.data.seq_len, c.data.batch_size = 80000, 512, 8
-    c.optim.learning_rate, c.steps = 6e-4, 2000
-  elif preset != "tiny":
-    raise ValueError(f"unknown preset {preset!r} for configs/lm.py; expected tiny, 25m or 100m")
-  return c
+    if preset == "25m":
+        c.data.n_docs, c.data.seq_len, c.data.batch_size = 40000, 256, 16
+        c.optim.learning_rate, c.steps = 1e-3, 2000
+    elif preset == "100m":
+        c.data.n_docs, c.data.seq_len, c.data.batch_size = 80000, 512, 8
+        c.optim.learning_rate, c.steps = 6e-4, 2000
+    elif preset != "tiny":
+        raise ValueError(f"unknown preset {preset!r} for configs/lm.py; expected tiny, 25m or 100m")
+    return c

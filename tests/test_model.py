@@ -13,131 +13,138 @@ CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2
 
 
 def _tokens(shape, seed=0, vocab=97):
-  return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, shape), jnp.int32)
+    return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, shape), jnp.int32)
 
 
 @pytest.fixture(scope="module")
 def model():
-  return create_model(CFG, seed=1)
+    return create_model(CFG, seed=1)
 
 
 def test_logits_shape_and_causality(model):
-  tokens = _tokens((2, 11))
-  logits = model(tokens)
-  assert logits.shape == (2, 11, CFG.vocab_size) and logits.dtype == jnp.float32
-  changed = tokens.at[:, 7:].set((tokens[:, 7:] + 1) % CFG.vocab_size)
-  np.testing.assert_allclose(model(changed)[:, :7], logits[:, :7], atol=1e-6)
-  assert np.abs(model(changed)[:, 7:] - logits[:, 7:]).max() > 1e-3
+    tokens = _tokens((2, 11))
+    logits = model(tokens)
+    assert logits.shape == (2, 11, CFG.vocab_size) and logits.dtype == jnp.float32
+    changed = tokens.at[:, 7:].set((tokens[:, 7:] + 1) % CFG.vocab_size)
+    np.testing.assert_allclose(model(changed)[:, :7], logits[:, :7], atol=1e-6)
+    assert np.abs(model(changed)[:, 7:] - logits[:, 7:]).max() > 1e-3
 
 
 def test_packed_segments_equal_separate_documents(model):
-  a, b = _tokens((1, 5), 1), _tokens((1, 6), 2)
-  packed = jnp.concatenate([a, b], axis=1)
-  segment_ids = jnp.array([[1] * 5 + [2] * 6])
-  positions = jnp.array([list(range(5)) + list(range(6))])
-  logits = model(packed, positions, segment_ids)
-  np.testing.assert_allclose(logits[:, :5], model(a), atol=1e-5)
-  np.testing.assert_allclose(logits[:, 5:], model(b), atol=1e-5)
+    a, b = _tokens((1, 5), 1), _tokens((1, 6), 2)
+    packed = jnp.concatenate([a, b], axis=1)
+    segment_ids = jnp.array([[1] * 5 + [2] * 6])
+    positions = jnp.array([list(range(5)) + list(range(6))])
+    logits = model(packed, positions, segment_ids)
+    np.testing.assert_allclose(logits[:, :5], model(a), atol=1e-5)
+    np.testing.assert_allclose(logits[:, 5:], model(b), atol=1e-5)
 
 
 def test_right_padding_does_not_change_real_tokens(model):
-  tokens = _tokens((1, 6), 3)
-  padded = jnp.concatenate([tokens, jnp.zeros((1, 4), jnp.int32)], axis=1)
-  segment_ids = jnp.array([[1] * 6 + [0] * 4])
-  np.testing.assert_allclose(model(padded, segment_ids=segment_ids)[:, :6], model(tokens), atol=1e-5)
+    tokens = _tokens((1, 6), 3)
+    padded = jnp.concatenate([tokens, jnp.zeros((1, 4), jnp.int32)], axis=1)
+    segment_ids = jnp.array([[1] * 6 + [0] * 4])
+    np.testing.assert_allclose(model(padded, segment_ids=segment_ids)[:, :6], model(tokens), atol=1e-5)
 
 
 def test_prefill_then_decode_matches_full_forward(model):
-  """Rows of different prompt lengths share one cache; each decode step writes at its own position."""
-  full = _tokens((2, 12), 4)
-  reference = model(full)
-  prompt_lens = np.array([5, 8])
-  cache = init_cache(CFG, batch_size=2, max_length=16)
-  # Right-padded prefill: row 0 has 5 real tokens, row 1 has 8.
-  prompt = full[:, :8]
-  positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
-  logits, cache = model(prompt, positions=positions, cache=cache)
-  for row, n in enumerate(prompt_lens):
-    np.testing.assert_allclose(logits[row, :n], reference[row, :n], atol=1e-5)
-  # Decode the true continuation one token at a time from each row's own length.
-  pos = jnp.asarray(prompt_lens)
-  for _ in range(4):
-    step_tokens = jnp.take_along_axis(full, pos[:, None], axis=1)
-    logits, cache = model(step_tokens, positions=pos[:, None], cache=cache)
-    expected = jnp.take_along_axis(reference, pos[:, None, None], axis=1)
-    np.testing.assert_allclose(logits, expected, atol=1e-5)
-    pos = pos + 1
+    """Rows of different prompt lengths share one cache; each decode step writes at its own position."""
+    full = _tokens((2, 12), 4)
+    reference = model(full)
+    prompt_lens = np.array([5, 8])
+    cache = init_cache(CFG, batch_size=2, max_length=16)
+    # Right-padded prefill: row 0 has 5 real tokens, row 1 has 8.
+    prompt = full[:, :8]
+    positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
+    logits, cache = model(prompt, positions=positions, cache=cache)
+    for row, n in enumerate(prompt_lens):
+        np.testing.assert_allclose(logits[row, :n], reference[row, :n], atol=1e-5)
+    # Decode the true continuation one token at a time from each row's own length.
+    pos = jnp.asarray(prompt_lens)
+    for _ in range(4):
+        step_tokens = jnp.take_along_axis(full, pos[:, None], axis=1)
+        logits, cache = model(step_tokens, positions=pos[:, None], cache=cache)
+        expected = jnp.take_along_axis(reference, pos[:, None, None], axis=1)
+        np.testing.assert_allclose(logits, expected, atol=1e-5)
+        pos = pos + 1
 
 
 def test_decode_under_jit_with_donated_cache(model):
-  graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(model)
 
-  @jax.jit
-  def decode(state, tokens, positions, cache):
-    return nnx.merge(graphdef, state)(tokens, positions=positions, cache=cache)
+    @jax.jit
+    def decode(state, tokens, positions, cache):
+        return nnx.merge(graphdef, state)(tokens, positions=positions, cache=cache)
 
-  cache = init_cache(CFG, 2, 8)
-  tokens = _tokens((2, 3), 5)
-  logits, cache = decode(state, tokens, jnp.broadcast_to(jnp.arange(3), (2, 3)), cache)
-  np.testing.assert_allclose(logits, model(tokens), atol=1e-5)
-  assert cache[0].k.shape == (2, 8, CFG.n_kv_heads, CFG.head_dim)
+    cache = init_cache(CFG, 2, 8)
+    tokens = _tokens((2, 3), 5)
+    logits, cache = decode(state, tokens, jnp.broadcast_to(jnp.arange(3), (2, 3)), cache)
+    np.testing.assert_allclose(logits, model(tokens), atol=1e-5)
+    assert cache[0].k.shape == (2, 8, CFG.n_kv_heads, CFG.head_dim)
 
 
-@pytest.mark.parametrize("changes", [dict(qkv_bias=True), dict(tie_embeddings=True),
-                                     dict(dtype="bfloat16", param_dtype="bfloat16"), dict(remat="full")])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(qkv_bias=True),
+        dict(tie_embeddings=True),
+        dict(dtype="bfloat16", param_dtype="bfloat16"),
+        dict(remat="full"),
+    ],
+)
 def test_variants_run_and_stay_close_to_f32(changes):
-  cfg = CFG.replace(**changes)
-  model = create_model(cfg, seed=1)
-  tokens = _tokens((2, 9), 6)
-  logits = model(tokens)
-  assert logits.shape == (2, 9, CFG.vocab_size) and bool(jnp.isfinite(logits).all())
-  if "qkv_bias" in changes:
-    assert model.layers[0].attn.q_bias[...].shape == (CFG.n_heads, CFG.head_dim)
-  if "tie_embeddings" in changes:
-    assert not hasattr(model, "lm_head")
-  if "dtype" in changes:
-    # The f32 model's weights rounded to bf16, computed in bf16: within bf16 noise of the f32 model.
-    f32 = create_model(cfg.replace(dtype="float32", param_dtype="float32"), seed=1)
-    nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(f32)))
-    error = float(jnp.abs(model(tokens) - f32(tokens)).max())
-    assert error < 0.05, error
-    assert model.layers[0].mlp.up[...].dtype == jnp.bfloat16
+    cfg = CFG.replace(**changes)
+    model = create_model(cfg, seed=1)
+    tokens = _tokens((2, 9), 6)
+    logits = model(tokens)
+    assert logits.shape == (2, 9, CFG.vocab_size) and bool(jnp.isfinite(logits).all())
+    if "qkv_bias" in changes:
+        assert model.layers[0].attn.q_bias[...].shape == (CFG.n_heads, CFG.head_dim)
+    if "tie_embeddings" in changes:
+        assert not hasattr(model, "lm_head")
+    if "dtype" in changes:
+        # The f32 model's weights rounded to bf16, computed in bf16: within bf16 noise of the f32 model.
+        f32 = create_model(cfg.replace(dtype="float32", param_dtype="float32"), seed=1)
+        nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(f32)))
+        error = float(jnp.abs(model(tokens) - f32(tokens)).max())
+        assert error < 0.05, error
+        assert model.layers[0].mlp.up[...].dtype == jnp.bfloat16
 
 
 def test_remat_gives_same_gradients():
-  tokens = _tokens((2, 9), 7)
+    tokens = _tokens((2, 9), 7)
 
-  def grads(cfg):
-    model = create_model(cfg, seed=1)
-    return nnx.grad(lambda m: m(tokens).mean())(model)
+    def grads(cfg):
+        model = create_model(cfg, seed=1)
+        return nnx.grad(lambda m: m(tokens).mean())(model)
 
-  for a, b in zip(jax.tree.leaves(grads(CFG)), jax.tree.leaves(grads(CFG.replace(remat="dots_saveable")))):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads(CFG)), jax.tree.leaves(grads(CFG.replace(remat="dots_saveable")))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_every_parameter_has_logical_names_in_the_rule_table():
-  model = create_model(CFG.replace(qkv_bias=True))
-  known = {name for name, _ in LOGICAL_AXIS_RULES}
-  params = nnx.state(model, nnx.Param)
-  leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-  assert len(leaves) == 3 + CFG.n_layers * 12  # embedding, final norm, lm_head + per layer
-  for var in leaves:
-    names = var.get_metadata()["out_sharding"]
-    assert len(names) == var[...].ndim and set(names) <= known, names
+    model = create_model(CFG.replace(qkv_bias=True))
+    known = {name for name, _ in LOGICAL_AXIS_RULES}
+    params = nnx.state(model, nnx.Param)
+    leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    assert len(leaves) == 3 + CFG.n_layers * 12  # embedding, final norm, lm_head + per layer
+    for var in leaves:
+        names = var.get_metadata()["out_sharding"]
+        assert len(names) == var[...].ndim and set(names) <= known, names
 
 
 def test_param_count_matches_config_formula():
-  for name in ("tiny", "25m", "100m"):
-    cfg = get_preset(name)
-    abstract = nnx.eval_shape(lambda: create_model(cfg))
-    counted = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-    assert counted == cfg.num_params(), name
+    for name in ("tiny", "25m", "100m"):
+        cfg = get_preset(name)
+        abstract = nnx.eval_shape(lambda cfg=cfg: create_model(cfg))
+        counted = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+        assert counted == cfg.num_params(), name
 
 
 def test_config_rejects_bad_values():
-  with pytest.raises(ValueError, match="n_kv_heads"):
-    CFG.replace(n_kv_heads=3)
-  with pytest.raises(ValueError, match="remat"):
-    CFG.replace(remat="sometimes")
-  with pytest.raises(KeyError, match="unknown model preset"):
-    get_preset("giant")
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        CFG.replace(n_kv_heads=3)
+    with pytest.raises(ValueError, match="remat"):
+        CFG.replace(remat="sometimes")
+    with pytest.raises(KeyError, match="unknown model preset"):
+        get_preset("giant")

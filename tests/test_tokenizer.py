@@ -34,7 +34,7 @@ ROUND_TRIP = [
     "  leading spaces\n\n\ttabs\r\nCRLF   trailing   ",
     "\n\n\n",
     " ",
-    "<|im_start|>user\nhi<|im_end|>\n<tool_call>\n{\"name\": \"f\"}\n</tool_call>",
+    '<|im_start|>user\nhi<|im_end|>\n<tool_call>\n{"name": "f"}\n</tool_call>',
     "special glued<|endoftext|>to text<think>x</think>",
     "\u200b zero-width \ufeff BOM \x00 nul \U0010ffff",
 ]
@@ -98,7 +98,9 @@ CONVERSATION = [
     {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"type": "function", "function": {"name": "get_price", "arguments": {"item": "red mug"}}}],
+        "tool_calls": [
+            {"type": "function", "function": {"name": "get_price", "arguments": {"item": "red mug"}}}
+        ],
     },
     {"role": "tool", "content": '{"price": 7}'},
     {"role": "assistant", "content": "The red mug costs $7."},
@@ -179,7 +181,10 @@ def test_from_dir_hf_config_variants(tok: Tokenizer, tmp_path) -> None:
     cfg["pad_token"] = {"content": "<|im_end|>"}
     cfg["chat_template"] = [
         {"name": "tool_use", "template": "TOOLS"},
-        {"name": "default", "template": "{% for m in messages %}[{{ m.content }}]{% endfor %}{{ eos_token }}"},
+        {
+            "name": "default",
+            "template": "{% for m in messages %}[{{ m.content }}]{% endfor %}{{ eos_token }}",
+        },
     ]
     cfg_path.write_text(json.dumps(cfg))
     loaded = Tokenizer.from_dir(tmp_path)
@@ -269,7 +274,9 @@ def test_transformers_saved_dir_matches(tok: Tokenizer, tmp_path, template: str)
 
     convs = [CONVERSATION, *chat_corpus(5, seed=2)]
     if template is HF_STYLE_TEMPLATE:
-        convs.append([{"role": "user", "content": {"z": "中文", "k": "<v>"}}])  # HF tojson: unsorted, unescaped
+        convs.append(
+            [{"role": "user", "content": {"z": "中文", "k": "<v>"}}]
+        )  # HF tojson: unsorted, unescaped
     for conv in convs:
         for gen in (False, True):
             for tools in (None, SHOP_TOOLS):

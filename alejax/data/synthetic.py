@@ -18,13 +18,27 @@ __all__ = ["generate_corpus", "chat_corpus", "SHOP_TOOLS"]
 
 # (english, chinese) pairs so both languages describe the same world.
 _PRODUCTS = [
-    ("backpack", "背包"), ("kettle", "水壶"), ("lamp", "台灯"), ("umbrella", "雨伞"),
-    ("notebook", "笔记本"), ("jacket", "夹克"), ("mug", "杯子"), ("headphones", "耳机"),
-    ("chair", "椅子"), ("teapot", "茶壶"), ("scarf", "围巾"), ("keyboard", "键盘"),
+    ("backpack", "背包"),
+    ("kettle", "水壶"),
+    ("lamp", "台灯"),
+    ("umbrella", "雨伞"),
+    ("notebook", "笔记本"),
+    ("jacket", "夹克"),
+    ("mug", "杯子"),
+    ("headphones", "耳机"),
+    ("chair", "椅子"),
+    ("teapot", "茶壶"),
+    ("scarf", "围巾"),
+    ("keyboard", "键盘"),
 ]
 _COLORS = [
-    ("red", "红色"), ("blue", "蓝色"), ("green", "绿色"), ("black", "黑色"),
-    ("white", "白色"), ("yellow", "黄色"), ("gray", "灰色"),
+    ("red", "红色"),
+    ("blue", "蓝色"),
+    ("green", "绿色"),
+    ("black", "黑色"),
+    ("white", "白色"),
+    ("yellow", "黄色"),
+    ("gray", "灰色"),
 ]
 _SIZES = [("small", "小号"), ("medium", "中号"), ("large", "大号")]
 _BRANDS = ["Acme", "Nordwind", "Lumen", "Kato", "Bluebird", "Orchard"]
@@ -63,8 +77,15 @@ SHOP_TOOLS: list[dict[str, Any]] = [
 def _product(rng: random.Random) -> dict[str, Any]:
     (en, zh), (cen, czh), (sen, szh) = rng.choice(_PRODUCTS), rng.choice(_COLORS), rng.choice(_SIZES)
     return {
-        "en": en, "zh": zh, "color": cen, "color_zh": czh, "size": sen, "size_zh": szh,
-        "brand": rng.choice(_BRANDS), "price": rng.randint(3, 199), "grams": rng.randint(50, 2000),
+        "en": en,
+        "zh": zh,
+        "color": cen,
+        "color_zh": czh,
+        "size": sen,
+        "size_zh": szh,
+        "brand": rng.choice(_BRANDS),
+        "price": rng.randint(3, 199),
+        "grams": rng.randint(50, 2000),
         "stars": rng.randint(1, 5),
     }
 
@@ -120,8 +141,13 @@ def _price_dialogue(rng: random.Random) -> list[dict[str, Any]]:
     return [
         {"role": "system", "content": "You are a helpful shopping assistant."},
         {"role": "user", "content": f"How much is the {item}?"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"type": "function", "function": {"name": "get_price", "arguments": {"item": item}}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_price", "arguments": {"item": item}}}
+            ],
+        },
         {"role": "tool", "content": json.dumps({"item": item, "price": p["price"]})},
         {"role": "assistant", "content": f"The {item} costs ${p['price']}."},
     ]
@@ -131,8 +157,11 @@ def _add_dialogue(rng: random.Random) -> list[dict[str, Any]]:
     a, b = rng.randint(10, 999), rng.randint(10, 999)
     return [
         {"role": "user", "content": f"What is {a} + {b}?"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": {"a": a, "b": b}}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": {"a": a, "b": b}}}],
+        },
         {"role": "tool", "content": str(a + b)},
         {"role": "assistant", "content": f"{a} + {b} = {a + b}."},
     ]
@@ -143,7 +172,10 @@ def _plain_dialogue(rng: random.Random) -> list[dict[str, Any]]:
     if rng.random() < 0.5:
         return [
             {"role": "user", "content": f"Tell me about the {p['brand']} {p['en']}."},
-            {"role": "assistant", "content": f"It is {p['color']}, weighs {p['grams']} grams and costs ${p['price']}."},
+            {
+                "role": "assistant",
+                "content": f"It is {p['color']}, weighs {p['grams']} grams and costs ${p['price']}.",
+            },
         ]
     return [
         {"role": "user", "content": f"{p['zh']}多少钱？"},

@@ -77,7 +77,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "            {%- if tool_call.function is defined %}\n"
     "                {%- set tool_call = tool_call.function %}\n"
     "            {%- endif %}\n"
-    "            {{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}\n"
+    '            {{- \'\\n<tool_call>\\n{"name": "\' + tool_call.name + \'", "arguments": \' }}\n'
     "            {%- if tool_call.arguments is string %}\n"
     "                {{- tool_call.arguments }}\n"
     "            {%- else %}\n"
@@ -219,7 +219,9 @@ class Tokenizer:
 
         # Newer transformers save the template as chat_template.jinja, which takes priority.
         jinja_file = directory / "chat_template.jinja"
-        template: Any = jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else config.get("chat_template")
+        template: Any = (
+            jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else config.get("chat_template")
+        )
         if isinstance(template, list):  # HF's multi-template form: [{"name": ..., "template": ...}]
             named = {t["name"]: t["template"] for t in template}
             template = named.get("default")
@@ -325,11 +327,18 @@ class Tokenizer:
         # transformers exposes the special-token strings to templates (e.g. {{ eos_token }}).
         specials = {
             k: v
-            for k, v in (("eos_token", self.eos_token), ("pad_token", self.pad_token), ("bos_token", self.bos_token))
+            for k, v in (
+                ("eos_token", self.eos_token),
+                ("pad_token", self.pad_token),
+                ("bos_token", self.bos_token),
+            )
             if v is not None
         }
         return render_chat_template(
-            self.chat_template, messages, add_generation_prompt=add_generation_prompt, tools=tools,
+            self.chat_template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
             **{**specials, **kwargs},
         )
 

@@ -6,6 +6,17 @@ from alejax.models.init import abstract_model, create_model, model_shardings
 from alejax.models.transformer import KVCache, LayerCache, Transformer, init_cache
 
 __all__ = [
-    "PRESETS", "ModelConfig", "get_preset", "abstract_model", "create_model", "model_shardings",
-    "KVCache", "LayerCache", "Transformer", "init_cache", "from_pretrained", "save_pretrained", "config_from_hf",
+    "PRESETS",
+    "ModelConfig",
+    "get_preset",
+    "abstract_model",
+    "create_model",
+    "model_shardings",
+    "KVCache",
+    "LayerCache",
+    "Transformer",
+    "init_cache",
+    "from_pretrained",
+    "save_pretrained",
+    "config_from_hf",
 ]

@@ -14,63 +14,63 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  vocab_size: int = 512
-  d_model: int = 128
-  n_layers: int = 4
-  n_heads: int = 4
-  n_kv_heads: int = 2
-  head_dim: int = 32
-  mlp_dim: int = 384
-  rope_theta: float = 10_000.0
-  norm_eps: float = 1e-6
-  qkv_bias: bool = False  # Qwen2 has a bias on q, k and v (not on o).
-  tie_embeddings: bool = False
-  param_dtype: str = "float32"
-  dtype: str = "float32"  # compute dtype; norms, softmax and logits stay f32.
-  remat: str = "none"  # none | full | dots_saveable: what a layer keeps for the backward pass.
-  arch: str = "llama"  # llama | qwen2: the Hugging Face family used for export.
-  max_position_embeddings: int = 4096
-  init_std: float = 0.02
+    vocab_size: int = 512
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 32
+    mlp_dim: int = 384
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    qkv_bias: bool = False  # Qwen2 has a bias on q, k and v (not on o).
+    tie_embeddings: bool = False
+    param_dtype: str = "float32"
+    dtype: str = "float32"  # compute dtype; norms, softmax and logits stay f32.
+    remat: str = "none"  # none | full | dots_saveable: what a layer keeps for the backward pass.
+    arch: str = "llama"  # llama | qwen2: the Hugging Face family used for export.
+    max_position_embeddings: int = 4096
+    init_std: float = 0.02
 
-  def __post_init__(self):
-    if self.n_heads % self.n_kv_heads:
-      raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
-    if self.head_dim % 2:
-      raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
-    if self.remat not in ("none", "full", "dots_saveable"):
-      raise ValueError(f"remat={self.remat!r}: expected none, full or dots_saveable")
-    if self.arch not in ("llama", "qwen2"):
-      raise ValueError(f"arch={self.arch!r}: expected llama or qwen2")
-    for name in ("param_dtype", "dtype"):
-      if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"{name}={getattr(self, name)!r}: expected float32, bfloat16 or float16")
+    def __post_init__(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.remat not in ("none", "full", "dots_saveable"):
+            raise ValueError(f"remat={self.remat!r}: expected none, full or dots_saveable")
+        if self.arch not in ("llama", "qwen2"):
+            raise ValueError(f"arch={self.arch!r}: expected llama or qwen2")
+        for name in ("param_dtype", "dtype"):
+            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected float32, bfloat16 or float16")
 
-  @property
-  def jnp_dtype(self):
-    return jnp.dtype(self.dtype)
+    @property
+    def jnp_dtype(self):
+        return jnp.dtype(self.dtype)
 
-  @property
-  def jnp_param_dtype(self):
-    return jnp.dtype(self.param_dtype)
+    @property
+    def jnp_param_dtype(self):
+        return jnp.dtype(self.param_dtype)
 
-  def replace(self, **changes: Any) -> "ModelConfig":
-    return dataclasses.replace(self, **changes)
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
 
-  def num_params(self, include_embeddings: bool = True) -> int:
-    d, h, kv, hd, m = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.mlp_dim
-    attn = d * hd * (h + 2 * kv) + h * hd * d + (hd * (h + 2 * kv) if self.qkv_bias else 0)
-    layer = attn + 3 * d * m + 2 * d
-    total = self.n_layers * layer + d
-    if include_embeddings:
-      total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
-    return total
+    def num_params(self, include_embeddings: bool = True) -> int:
+        d, h, kv, hd, m = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.mlp_dim
+        attn = d * hd * (h + 2 * kv) + h * hd * d + (hd * (h + 2 * kv) if self.qkv_bias else 0)
+        layer = attn + 3 * d * m + 2 * d
+        total = self.n_layers * layer + d
+        if include_embeddings:
+            total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return total
 
-  def flops_per_token(self, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward = 3x forward), PaLM-style, attention included."""
-    dense = 2 * self.num_params(include_embeddings=False) - 2 * self.n_layers * 2 * self.d_model
-    dense += 2 * self.vocab_size * self.d_model  # the output projection (the input embedding is a gather)
-    attention = 2 * 2 * self.n_layers * self.n_heads * self.head_dim * seq_len  # scores + weighted sum
-    return 3.0 * (dense + attention)
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward), PaLM-style, attention included."""
+        dense = 2 * self.num_params(include_embeddings=False) - 2 * self.n_layers * 2 * self.d_model
+        dense += 2 * self.vocab_size * self.d_model  # the output projection (the input embedding is a gather)
+        attention = 2 * 2 * self.n_layers * self.n_heads * self.head_dim * seq_len  # scores + weighted sum
+        return 3.0 * (dense + attention)
 
 
 # Presets: names a config file can ask for. Sizes count all parameters (embeddings included).
@@ -78,18 +78,45 @@ PRESETS: dict[str, ModelConfig] = {
     # ~1M: the CPU quickstart and the tests.
     "tiny": ModelConfig(),
     # ~25M and ~100M: the train-step benchmark sizes (vocab as a small BPE would give).
-    "25m": ModelConfig(vocab_size=8192, d_model=384, n_layers=10, n_heads=6, n_kv_heads=2, head_dim=64,
-                       mlp_dim=1536, tie_embeddings=True),
-    "100m": ModelConfig(vocab_size=16384, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, head_dim=64,
-                        mlp_dim=2560, tie_embeddings=True),
+    "25m": ModelConfig(
+        vocab_size=8192,
+        d_model=384,
+        n_layers=10,
+        n_heads=6,
+        n_kv_heads=2,
+        head_dim=64,
+        mlp_dim=1536,
+        tie_embeddings=True,
+    ),
+    "100m": ModelConfig(
+        vocab_size=16384,
+        d_model=768,
+        n_layers=12,
+        n_heads=12,
+        n_kv_heads=4,
+        head_dim=64,
+        mlp_dim=2560,
+        tie_embeddings=True,
+    ),
     # Shape of Qwen2.5-0.5B (weights come from a user's directory via from_pretrained).
-    "qwen2_0_5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,
-                              head_dim=64, mlp_dim=4864, rope_theta=1_000_000.0, qkv_bias=True,
-                              tie_embeddings=True, arch="qwen2", max_position_embeddings=32768),
+    "qwen2_0_5b": ModelConfig(
+        vocab_size=151936,
+        d_model=896,
+        n_layers=24,
+        n_heads=14,
+        n_kv_heads=2,
+        head_dim=64,
+        mlp_dim=4864,
+        rope_theta=1_000_000.0,
+        qkv_bias=True,
+        tie_embeddings=True,
+        arch="qwen2",
+        max_position_embeddings=32768,
+    ),
 }
 
 
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
-  if name not in PRESETS:
-    raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
-  return PRESETS[name].replace(**overrides)
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

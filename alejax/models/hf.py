@@ -43,8 +43,16 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-_DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16",
-           "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
 
 # ---------------------------------------------------------------------------------------------------
 # The name / layout table.
@@ -56,12 +64,12 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat1
 # ---------------------------------------------------------------------------------------------------
 Layout = tuple[tuple[int, ...], ...]
 
-_SAME1: Layout = ((0,),)               # norms: [D] both sides
-_SAME2: Layout = ((0,), (1,))          # embedding: [V, D] both sides
-_LINEAR: Layout = ((1,), (0,))         # ours [in, out] <-> HF Linear [out, in]
-_IN_HEADS: Layout = ((1, 2), (0,))     # q/k/v: ours [D, H, hd] <-> HF [H*hd, D]
-_OUT_HEADS: Layout = ((2,), (0, 1))    # o:     ours [H, hd, D] <-> HF [D, H*hd]
-_HEAD_BIAS: Layout = ((0, 1),)         # q/k/v bias: ours [H, hd] <-> HF [H*hd]
+_SAME1: Layout = ((0,),)  # norms: [D] both sides
+_SAME2: Layout = ((0,), (1,))  # embedding: [V, D] both sides
+_LINEAR: Layout = ((1,), (0,))  # ours [in, out] <-> HF Linear [out, in]
+_IN_HEADS: Layout = ((1, 2), (0,))  # q/k/v: ours [D, H, hd] <-> HF [H*hd, D]
+_OUT_HEADS: Layout = ((2,), (0, 1))  # o:     ours [H, hd, D] <-> HF [D, H*hd]
+_HEAD_BIAS: Layout = ((0, 1),)  # q/k/v bias: ours [H, hd] <-> HF [H*hd]
 
 # (our path, HF name, layout). Entries whose path the model lacks (biases without qkv_bias, lm_head
 # when tied) are skipped.
@@ -90,279 +98,303 @@ _LLAMA_O_BIAS = "self_attn.o_proj.bias"
 
 
 class Entry(NamedTuple):
-  path: tuple            # our nnx state path, e.g. ("layers", 0, "attn", "q")
-  hf_name: str
-  layout: Layout
-  shape: tuple[int, ...]  # ours
+    path: tuple  # our nnx state path, e.g. ("layers", 0, "attn", "q")
+    hf_name: str
+    layout: Layout
+    shape: tuple[int, ...]  # ours
 
-  @property
-  def hf_shape(self) -> tuple[int, ...]:
-    return tuple(math.prod(self.shape[d] for d in group) for group in self.layout)
+    @property
+    def hf_shape(self) -> tuple[int, ...]:
+        return tuple(math.prod(self.shape[d] for d in group) for group in self.layout)
 
 
 def param_table(config: ModelConfig, shapes: Mapping[tuple, Sequence[int]]) -> list[Entry]:
-  """The table expanded for `config`: one Entry per parameter present in `shapes` (path -> shape)."""
-  rows = [(path, name, layout) for path, name, layout in _MODEL_TABLE]
-  for i in range(config.n_layers):
-    rows += [(("layers", i) + path, f"model.layers.{i}.{name}", layout) for path, name, layout in _LAYER_TABLE]
-  entries = [Entry(path, name, layout, tuple(shapes[path])) for path, name, layout in rows if path in shapes]
-  missing = set(shapes) - {e.path for e in entries}
-  if missing:  # a parameter the table does not know would silently be left out of exports
-    raise KeyError(f"parameters without a Hugging Face name: {sorted(missing)}")
-  return entries
+    """The table expanded for `config`: one Entry per parameter present in `shapes` (path -> shape)."""
+    rows = [(path, name, layout) for path, name, layout in _MODEL_TABLE]
+    for i in range(config.n_layers):
+        rows += [
+            (("layers", i) + path, f"model.layers.{i}.{name}", layout) for path, name, layout in _LAYER_TABLE
+        ]
+    entries = [
+        Entry(path, name, layout, tuple(shapes[path])) for path, name, layout in rows if path in shapes
+    ]
+    missing = set(shapes) - {e.path for e in entries}
+    if missing:  # a parameter the table does not know would silently be left out of exports
+        raise KeyError(f"parameters without a Hugging Face name: {sorted(missing)}")
+    return entries
 
 
 def _zero_bias_names(config: ModelConfig) -> list[str]:
-  if config.arch == "llama" and config.qkv_bias:
-    return [f"model.layers.{i}.{_LLAMA_O_BIAS}" for i in range(config.n_layers)]
-  return []
+    if config.arch == "llama" and config.qkv_bias:
+        return [f"model.layers.{i}.{_LLAMA_O_BIAS}" for i in range(config.n_layers)]
+    return []
 
 
 def _to_hf(x: np.ndarray, layout: Layout) -> np.ndarray:
-  order = [d for group in layout for d in group]
-  return x.transpose(order).reshape([math.prod(x.shape[d] for d in group) for group in layout])
+    order = [d for group in layout for d in group]
+    return x.transpose(order).reshape([math.prod(x.shape[d] for d in group) for group in layout])
 
 
 def _hf_index(entry: Entry, index: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
-  """The HF block holding our block `index` ((start, stop) per our dim).
+    """The HF block holding our block `index` ((start, stop) per our dim).
 
-  A merged HF dim is read over the leading dim's range with the trailing dims whole (that is what is
-  contiguous); trailing dims that are themselves sharded (head_dim never is) are cut after reading.
-  """
-  out = []
-  for group in entry.layout:
-    inner = math.prod(entry.shape[d] for d in group[1:])
-    start, stop = index[group[0]]
-    out.append(slice(start * inner, stop * inner))
-  return tuple(out)
+    A merged HF dim is read over the leading dim's range with the trailing dims whole (that is what is
+    contiguous); trailing dims that are themselves sharded (head_dim never is) are cut after reading.
+    """
+    out = []
+    for group in entry.layout:
+        inner = math.prod(entry.shape[d] for d in group[1:])
+        start, stop = index[group[0]]
+        out.append(slice(start * inner, stop * inner))
+    return tuple(out)
 
 
 def _from_hf_block(block: np.ndarray, entry: Entry, index: Sequence[tuple[int, int]]) -> np.ndarray:
-  """Inverse of `_to_hf` on the block read by `_hf_index`, cut to exactly `index`."""
-  shape, order = [], []
-  for group in entry.layout:
-    shape.append(index[group[0]][1] - index[group[0]][0])
-    shape += [entry.shape[d] for d in group[1:]]
-    order += list(group)
-  x = block.reshape(shape).transpose(np.argsort(order))
-  leading = {group[0] for group in entry.layout}
-  return x[tuple(slice(None) if d in leading else slice(*index[d]) for d in range(x.ndim))]
+    """Inverse of `_to_hf` on the block read by `_hf_index`, cut to exactly `index`."""
+    shape, order = [], []
+    for group in entry.layout:
+        shape.append(index[group[0]][1] - index[group[0]][0])
+        shape += [entry.shape[d] for d in group[1:]]
+        order += list(group)
+    x = block.reshape(shape).transpose(np.argsort(order))
+    leading = {group[0] for group in entry.layout}
+    return x[tuple(slice(None) if d in leading else slice(*index[d]) for d in range(x.ndim))]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------------
 def _dtype_name(value: Any, field: str) -> str:
-  if value is None or value == "auto":
-    return "float32"
-  if not isinstance(value, str):  # np / jnp dtypes and scalar types
-    value = np.dtype(value).name
-  name = value.removeprefix("torch.")
-  if name not in _DTYPES:
-    raise ValueError(f"{field}={value!r}: unsupported dtype; expected one of {sorted(set(_DTYPES.values()))}")
-  return _DTYPES[name]
+    if value is None or value == "auto":
+        return "float32"
+    if not isinstance(value, str):  # np / jnp dtypes and scalar types
+        value = np.dtype(value).name
+    name = value.removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(
+            f"{field}={value!r}: unsupported dtype; expected one of {sorted(set(_DTYPES.values()))}"
+        )
+    return _DTYPES[name]
 
 
 def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> ModelConfig:
-  """A ModelConfig from a Hugging Face `config.json` dict (llama or qwen2); `overrides` win."""
-  c = hf_config
-  model_type = c.get("model_type")
-  if model_type not in _ARCHITECTURES:
-    raise ValueError(f"model_type={model_type!r} is not supported; expected one of {sorted(_ARCHITECTURES)}")
-  act = c.get("hidden_act", "silu")
-  if act not in ("silu", "swish"):  # HF treats both names as SiLU
-    raise ValueError(f"hidden_act={act!r} is not supported; the MLP is SwiGLU (silu)")
+    """A ModelConfig from a Hugging Face `config.json` dict (llama or qwen2); `overrides` win."""
+    c = hf_config
+    model_type = c.get("model_type")
+    if model_type not in _ARCHITECTURES:
+        raise ValueError(
+            f"model_type={model_type!r} is not supported; expected one of {sorted(_ARCHITECTURES)}"
+        )
+    act = c.get("hidden_act", "silu")
+    if act not in ("silu", "swish"):  # HF treats both names as SiLU
+        raise ValueError(f"hidden_act={act!r} is not supported; the MLP is SwiGLU (silu)")
 
-  # RoPE: transformers 5.x keeps theta/type in `rope_parameters`; 4.x has top-level `rope_theta` and an
-  # optional `rope_scaling` dict ("type" or "rope_type").
-  rope_theta = c.get("rope_theta")
-  for field in ("rope_parameters", "rope_scaling"):
-    params = c.get(field) or {}
-    if not isinstance(params, Mapping):
-      raise ValueError(f"{field}={params!r}: expected a dict")
-    rope_type = params.get("rope_type", params.get("type", "default"))
-    if rope_type not in (None, "default"):
-      raise ValueError(f"{field}: rope_type={rope_type!r} is not supported (only unscaled RoPE, 'default')")
-    if params.get("rope_theta") is not None:
-      rope_theta = params["rope_theta"]
+    # RoPE: transformers 5.x keeps theta/type in `rope_parameters`; 4.x has top-level `rope_theta` and an
+    # optional `rope_scaling` dict ("type" or "rope_type").
+    rope_theta = c.get("rope_theta")
+    for field in ("rope_parameters", "rope_scaling"):
+        params = c.get(field) or {}
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{field}={params!r}: expected a dict")
+        rope_type = params.get("rope_type", params.get("type", "default"))
+        if rope_type not in (None, "default"):
+            raise ValueError(
+                f"{field}: rope_type={rope_type!r} is not supported (only unscaled RoPE, 'default')"
+            )
+        if params.get("rope_theta") is not None:
+            rope_theta = params["rope_theta"]
 
-  if model_type == "llama":
-    if c.get("mlp_bias"):
-      raise ValueError("mlp_bias=True is not supported (the MLP has no biases)")
-    qkv_bias = bool(c.get("attention_bias", False))
-    default_max_pos = 2048
-  else:  # qwen2: q/k/v always carry a bias
-    if c.get("use_sliding_window"):
-      raise ValueError("use_sliding_window=True is not supported (only full attention)")
-    layer_types = c.get("layer_types") or []
-    if any(t != "full_attention" for t in layer_types):
-      raise ValueError(f"layer_types={layer_types!r} is not supported (only full_attention)")
-    qkv_bias = True
-    default_max_pos = 32768
+    if model_type == "llama":
+        if c.get("mlp_bias"):
+            raise ValueError("mlp_bias=True is not supported (the MLP has no biases)")
+        qkv_bias = bool(c.get("attention_bias", False))
+        default_max_pos = 2048
+    else:  # qwen2: q/k/v always carry a bias
+        if c.get("use_sliding_window"):
+            raise ValueError("use_sliding_window=True is not supported (only full attention)")
+        layer_types = c.get("layer_types") or []
+        if any(t != "full_attention" for t in layer_types):
+            raise ValueError(f"layer_types={layer_types!r} is not supported (only full_attention)")
+        qkv_bias = True
+        default_max_pos = 32768
 
-  heads = int(c["num_attention_heads"])
-  kwargs: dict[str, Any] = dict(
-      vocab_size=int(c["vocab_size"]),
-      d_model=int(c["hidden_size"]),
-      n_layers=int(c["num_hidden_layers"]),
-      n_heads=heads,
-      n_kv_heads=int(c.get("num_key_value_heads") or heads),
-      head_dim=int(c.get("head_dim") or c["hidden_size"] // heads),
-      mlp_dim=int(c["intermediate_size"]),
-      rope_theta=float(10_000.0 if rope_theta is None else rope_theta),
-      norm_eps=float(c.get("rms_norm_eps", 1e-6)),
-      qkv_bias=qkv_bias,
-      tie_embeddings=bool(c.get("tie_word_embeddings", False)),  # llama/qwen2 classes default False
-      param_dtype=_dtype_name(c.get("dtype", c.get("torch_dtype")), "torch_dtype"),
-      arch=model_type,
-      max_position_embeddings=int(c.get("max_position_embeddings") or default_max_pos),
-  )
-  kwargs.update(overrides)
-  return ModelConfig(**kwargs)
+    heads = int(c["num_attention_heads"])
+    kwargs: dict[str, Any] = dict(
+        vocab_size=int(c["vocab_size"]),
+        d_model=int(c["hidden_size"]),
+        n_layers=int(c["num_hidden_layers"]),
+        n_heads=heads,
+        n_kv_heads=int(c.get("num_key_value_heads") or heads),
+        head_dim=int(c.get("head_dim") or c["hidden_size"] // heads),
+        mlp_dim=int(c["intermediate_size"]),
+        rope_theta=float(10_000.0 if rope_theta is None else rope_theta),
+        norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        qkv_bias=qkv_bias,
+        tie_embeddings=bool(c.get("tie_word_embeddings", False)),  # llama/qwen2 classes default False
+        param_dtype=_dtype_name(c.get("dtype", c.get("torch_dtype")), "torch_dtype"),
+        arch=model_type,
+        max_position_embeddings=int(c.get("max_position_embeddings") or default_max_pos),
+    )
+    kwargs.update(overrides)
+    return ModelConfig(**kwargs)
 
 
 def config_to_hf(config: ModelConfig, dtype: str | None = None, **extra: Any) -> dict[str, Any]:
-  """A Hugging Face `config.json` dict for `config.arch` (readable by transformers 4.x and 5.x)."""
-  c = config
-  out: dict[str, Any] = {
-      "architectures": [_ARCHITECTURES[c.arch]],
-      "model_type": c.arch,
-      "vocab_size": c.vocab_size,
-      "hidden_size": c.d_model,
-      "intermediate_size": c.mlp_dim,
-      "num_hidden_layers": c.n_layers,
-      "num_attention_heads": c.n_heads,
-      "num_key_value_heads": c.n_kv_heads,
-      "head_dim": c.head_dim,
-      "hidden_act": "silu",
-      "max_position_embeddings": c.max_position_embeddings,
-      "rms_norm_eps": c.norm_eps,
-      "rope_theta": c.rope_theta,  # 4.x name; 5.x folds it into rope_parameters
-      "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
-      "tie_word_embeddings": c.tie_embeddings,
-      "torch_dtype": dtype or c.param_dtype,
-      "attention_dropout": 0.0,
-      "use_cache": True,
-  }
-  if c.arch == "llama":
-    out.update(attention_bias=c.qkv_bias, mlp_bias=False)
-  else:
-    out.update(use_sliding_window=False, sliding_window=None, max_window_layers=c.n_layers)
-  out.update({k: v for k, v in extra.items() if v is not None})
-  return out
+    """A Hugging Face `config.json` dict for `config.arch` (readable by transformers 4.x and 5.x)."""
+    c = config
+    out: dict[str, Any] = {
+        "architectures": [_ARCHITECTURES[c.arch]],
+        "model_type": c.arch,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.d_model,
+        "intermediate_size": c.mlp_dim,
+        "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads,
+        "num_key_value_heads": c.n_kv_heads,
+        "head_dim": c.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": c.max_position_embeddings,
+        "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope_theta,  # 4.x name; 5.x folds it into rope_parameters
+        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "tie_word_embeddings": c.tie_embeddings,
+        "torch_dtype": dtype or c.param_dtype,
+        "attention_dropout": 0.0,
+        "use_cache": True,
+    }
+    if c.arch == "llama":
+        out.update(attention_bias=c.qkv_bias, mlp_bias=False)
+    else:
+        out.update(use_sliding_window=False, sliding_window=None, max_window_layers=c.n_layers)
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------
 def _read_block(handle, name: str, index: tuple[slice, ...]) -> np.ndarray:
-  """Read one block of a tensor from an open safetensors file (only those bytes are touched)."""
-  return handle.get_slice(name)[index]
+    """Read one block of a tensor from an open safetensors file (only those bytes are touched)."""
+    return handle.get_slice(name)[index]
 
 
 class _Checkpoint:
-  """The tensors of a (possibly sharded) safetensors checkpoint; each file is opened once."""
+    """The tensors of a (possibly sharded) safetensors checkpoint; each file is opened once."""
 
-  def __init__(self, path: str, stack: contextlib.ExitStack):
-    self.path = path
-    self._stack = stack
-    self._handles: dict[str, Any] = {}
-    single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, INDEX_NAME)
-    if os.path.isfile(single):
-      self.files = [WEIGHTS_NAME]
-      self.weight_map = {name: WEIGHTS_NAME for name in self.handle(WEIGHTS_NAME).keys()}
-    elif os.path.isfile(index):
-      with open(index) as f:
-        self.weight_map = dict(json.load(f)["weight_map"])
-      self.files = sorted(set(self.weight_map.values()))
-      absent = [f for f in self.files if not os.path.isfile(os.path.join(path, f))]
-      if absent:
-        raise FileNotFoundError(f"{index} lists shard files missing from {path}: {absent}")
-    else:
-      raise FileNotFoundError(f"no safetensors weights in {path}: looked for {WEIGHTS_NAME} and {INDEX_NAME}")
+    def __init__(self, path: str, stack: contextlib.ExitStack):
+        self.path = path
+        self._stack = stack
+        self._handles: dict[str, Any] = {}
+        single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, INDEX_NAME)
+        if os.path.isfile(single):
+            self.files = [WEIGHTS_NAME]
+            self.weight_map = {name: WEIGHTS_NAME for name in self.handle(WEIGHTS_NAME).keys()}
+        elif os.path.isfile(index):
+            with open(index) as f:
+                self.weight_map = dict(json.load(f)["weight_map"])
+            self.files = sorted(set(self.weight_map.values()))
+            absent = [f for f in self.files if not os.path.isfile(os.path.join(path, f))]
+            if absent:
+                raise FileNotFoundError(f"{index} lists shard files missing from {path}: {absent}")
+        else:
+            raise FileNotFoundError(
+                f"no safetensors weights in {path}: looked for {WEIGHTS_NAME} and {INDEX_NAME}"
+            )
 
-  def handle(self, file: str):
-    if file not in self._handles:
-      self._handles[file] = self._stack.enter_context(
-          safe_open(os.path.join(self.path, file), framework="numpy"))
-    return self._handles[file]
+    def handle(self, file: str):
+        if file not in self._handles:
+            self._handles[file] = self._stack.enter_context(
+                safe_open(os.path.join(self.path, file), framework="numpy")
+            )
+        return self._handles[file]
 
-  def __contains__(self, name: str) -> bool:
-    return name in self.weight_map
+    def __contains__(self, name: str) -> bool:
+        return name in self.weight_map
 
-  def tensor_handle(self, name: str, expected_shape: tuple[int, ...]):
-    if name not in self.weight_map:
-      raise KeyError(f"tensor {name!r} not found in checkpoint {self.path} (searched {self.files})")
-    handle = self.handle(self.weight_map[name])
-    shape = tuple(handle.get_slice(name).get_shape())
-    if shape != tuple(expected_shape):
-      raise ValueError(f"tensor {name!r} in {self.weight_map[name]} has shape {shape}, "
-                       f"expected {tuple(expected_shape)} from config.json")
-    return handle
+    def tensor_handle(self, name: str, expected_shape: tuple[int, ...]):
+        if name not in self.weight_map:
+            raise KeyError(f"tensor {name!r} not found in checkpoint {self.path} (searched {self.files})")
+        handle = self.handle(self.weight_map[name])
+        shape = tuple(handle.get_slice(name).get_shape())
+        if shape != tuple(expected_shape):
+            raise ValueError(
+                f"tensor {name!r} in {self.weight_map[name]} has shape {shape}, "
+                f"expected {tuple(expected_shape)} from config.json"
+            )
+        return handle
 
 
 def _load_param(ckpt: _Checkpoint, entry: Entry, hf_name: str, sharding, dtype) -> jax.Array:
-  handle = ckpt.tensor_handle(hf_name, entry.hf_shape)
-  blocks: dict[tuple, np.ndarray] = {}  # replicated shards are read once, not once per device
+    handle = ckpt.tensor_handle(hf_name, entry.hf_shape)
+    blocks: dict[tuple, np.ndarray] = {}  # replicated shards are read once, not once per device
 
-  def callback(index):
-    bounds = tuple(s.indices(n)[:2] for s, n in zip(index, entry.shape))
-    if bounds not in blocks:
-      block = _read_block(handle, hf_name, _hf_index(entry, bounds))
-      blocks[bounds] = np.ascontiguousarray(_from_hf_block(block, entry, bounds).astype(dtype))
-    return blocks[bounds]
+    def callback(index):
+        bounds = tuple(s.indices(n)[:2] for s, n in zip(index, entry.shape))
+        if bounds not in blocks:
+            block = _read_block(handle, hf_name, _hf_index(entry, bounds))
+            blocks[bounds] = np.ascontiguousarray(_from_hf_block(block, entry, bounds).astype(dtype))
+        return blocks[bounds]
 
-  return jax.make_array_from_callback(entry.shape, sharding, callback)
+    return jax.make_array_from_callback(entry.shape, sharding, callback)
 
 
-def from_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None, *, dtype: str | None = None,
-                    param_dtype: str | None = None, rules=None, **overrides: Any) -> Transformer:
-  """Load a Hugging Face Llama/Qwen2 safetensors checkpoint directory as a Transformer.
+def from_pretrained(
+    path: str | os.PathLike,
+    mesh: jax.sharding.Mesh | None = None,
+    *,
+    dtype: str | None = None,
+    param_dtype: str | None = None,
+    rules=None,
+    **overrides: Any,
+) -> Transformer:
+    """Load a Hugging Face Llama/Qwen2 safetensors checkpoint directory as a Transformer.
 
-  Parameters are created shard by shard on the devices of `mesh` (placed by the logical-axis `rules`),
-  or on the first device when `mesh` is None. `param_dtype` defaults to the checkpoint's dtype, `dtype`
-  (compute) to ModelConfig's default; other ModelConfig fields may be overridden (e.g. remat="full").
-  """
-  path = os.fspath(path)
-  config_file = os.path.join(path, CONFIG_NAME)
-  if not os.path.isfile(config_file):
-    raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
-  with open(config_file) as f:
-    hf_config = json.load(f)
-  if dtype is not None:
-    overrides["dtype"] = _dtype_name(dtype, "dtype")
-  if param_dtype is not None:
-    overrides["param_dtype"] = _dtype_name(param_dtype, "param_dtype")
-  config = config_from_hf(hf_config, **overrides)
+    Parameters are created shard by shard on the devices of `mesh` (placed by the logical-axis `rules`),
+    or on the first device when `mesh` is None. `param_dtype` defaults to the checkpoint's dtype, `dtype`
+    (compute) to ModelConfig's default; other ModelConfig fields may be overridden (e.g. remat="full").
+    """
+    path = os.fspath(path)
+    config_file = os.path.join(path, CONFIG_NAME)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
+    with open(config_file) as f:
+        hf_config = json.load(f)
+    if dtype is not None:
+        overrides["dtype"] = _dtype_name(dtype, "dtype")
+    if param_dtype is not None:
+        overrides["param_dtype"] = _dtype_name(param_dtype, "param_dtype")
+    config = config_from_hf(hf_config, **overrides)
 
-  graphdef, abstract_state = nnx.split(abstract_model(config))
-  if mesh is None:
-    single = SingleDeviceSharding(jax.devices()[0])
-    shardings = {path: single for path, _ in nnx.to_flat_state(abstract_state)}
-  else:
-    shardings = {path: var.get_value() for path, var in nnx.to_flat_state(model_shardings(config, mesh, rules))}
-  variables = dict(nnx.to_flat_state(abstract_state))
-  entries = param_table(config, {path: var.shape for path, var in variables.items()})
+    graphdef, abstract_state = nnx.split(abstract_model(config))
+    if mesh is None:
+        single = SingleDeviceSharding(jax.devices()[0])
+        shardings = {path: single for path, _ in nnx.to_flat_state(abstract_state)}
+    else:
+        shardings = {
+            path: var.get_value() for path, var in nnx.to_flat_state(model_shardings(config, mesh, rules))
+        }
+    variables = dict(nnx.to_flat_state(abstract_state))
+    entries = param_table(config, {path: var.shape for path, var in variables.items()})
 
-  with contextlib.ExitStack() as stack:
-    ckpt = _Checkpoint(path, stack)
-    flat = []
-    for entry in entries:
-      name = entry.hf_name
-      if name not in ckpt and name == "lm_head.weight" and hf_config.get("tie_word_embeddings"):
-        name = "model.embed_tokens.weight"  # tied checkpoint loaded untied: same [V, D] tensor
-      array = _load_param(ckpt, entry, name, shardings[entry.path], config.jnp_param_dtype)
-      flat.append((entry.path, variables[entry.path].replace(array)))
-    for name in _zero_bias_names(config):
-      if name in ckpt:
-        bias = ckpt.tensor_handle(name, (config.d_model,)).get_tensor(name)
-        if np.any(bias != 0):
-          raise ValueError(f"{name} is nonzero: alejax's attention has no output-projection bias")
-  state = nnx.from_flat_state(flat)
-  if mesh is None:
-    return nnx.merge(graphdef, state)
-  with jax.set_mesh(mesh):
-    return nnx.merge(graphdef, state)
+    with contextlib.ExitStack() as stack:
+        ckpt = _Checkpoint(path, stack)
+        flat = []
+        for entry in entries:
+            name = entry.hf_name
+            if name not in ckpt and name == "lm_head.weight" and hf_config.get("tie_word_embeddings"):
+                name = "model.embed_tokens.weight"  # tied checkpoint loaded untied: same [V, D] tensor
+            array = _load_param(ckpt, entry, name, shardings[entry.path], config.jnp_param_dtype)
+            flat.append((entry.path, variables[entry.path].replace(array)))
+        for name in _zero_bias_names(config):
+            if name in ckpt:
+                bias = ckpt.tensor_handle(name, (config.d_model,)).get_tensor(name)
+                if np.any(bias != 0):
+                    raise ValueError(f"{name} is nonzero: alejax's attention has no output-projection bias")
+    state = nnx.from_flat_state(flat)
+    if mesh is None:
+        return nnx.merge(graphdef, state)
+    with jax.set_mesh(mesh):
+        return nnx.merge(graphdef, state)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,52 +403,72 @@ def from_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
 _OWN_FILES = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
 
 
-def save_pretrained(model: Transformer, path: str | os.PathLike, *, max_shard_bytes: int = 2**31,
-                    dtype: str | None = None, bos_token_id: int | None = None,
-                    eos_token_id: int | list[int] | None = None) -> None:
-  """Write `model` as a Hugging Face checkpoint directory (config.json + safetensors, sharded with an
-  index when larger than `max_shard_bytes`). `dtype` (default: the param dtype) is the stored dtype.
-  Earlier `model*.safetensors` files and index in `path` are replaced."""
-  config: ModelConfig = model.config
-  out_dtype = np.dtype(_dtype_name(dtype or config.param_dtype, "dtype"))
-  params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-  entries = param_table(config, {p: v.get_value().shape for p, v in params.items()})
+def save_pretrained(
+    model: Transformer,
+    path: str | os.PathLike,
+    *,
+    max_shard_bytes: int = 2**31,
+    dtype: str | None = None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | list[int] | None = None,
+) -> None:
+    """Write `model` as a Hugging Face checkpoint directory (config.json + safetensors, sharded with an
+    index when larger than `max_shard_bytes`). `dtype` (default: the param dtype) is the stored dtype.
+    Earlier `model*.safetensors` files and index in `path` are replaced."""
+    config: ModelConfig = model.config
+    out_dtype = np.dtype(_dtype_name(dtype or config.param_dtype, "dtype"))
+    params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    entries = param_table(config, {p: v.get_value().shape for p, v in params.items()})
 
-  # (HF name, byte size, producer) in table order; producers gather one parameter when called.
-  def from_param(entry):
-    return lambda: _to_hf(np.asarray(jax.device_get(params[entry.path].get_value())).astype(out_dtype), entry.layout)
+    # (HF name, byte size, producer) in table order; producers gather one parameter when called.
+    def from_param(entry):
+        return lambda: _to_hf(
+            np.asarray(jax.device_get(params[entry.path].get_value())).astype(out_dtype), entry.layout
+        )
 
-  items = [(e.hf_name, math.prod(e.hf_shape) * out_dtype.itemsize, from_param(e)) for e in entries]
-  items += [(name, config.d_model * out_dtype.itemsize, lambda: np.zeros((config.d_model,), out_dtype))
-            for name in _zero_bias_names(config)]
+    items = [(e.hf_name, math.prod(e.hf_shape) * out_dtype.itemsize, from_param(e)) for e in entries]
+    items += [
+        (name, config.d_model * out_dtype.itemsize, lambda: np.zeros((config.d_model,), out_dtype))
+        for name in _zero_bias_names(config)
+    ]
 
-  # Plan shards from sizes alone (file names carry the shard count), then write them one at a time.
-  shards: list[list] = [[]]
-  size = 0
-  for item in items:
-    if shards[-1] and size + item[1] > max_shard_bytes:
-      shards.append([])
-      size = 0
-    shards[-1].append(item)
-    size += item[1]
+    # Plan shards from sizes alone (file names carry the shard count), then write them one at a time.
+    shards: list[list] = [[]]
+    size = 0
+    for item in items:
+        if shards[-1] and size + item[1] > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(item)
+        size += item[1]
 
-  path = os.fspath(path)
-  os.makedirs(path, exist_ok=True)
-  for old in os.listdir(path):
-    if _OWN_FILES.match(old):
-      os.remove(os.path.join(path, old))
-  names = ([WEIGHTS_NAME] if len(shards) == 1 else
-           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-  weight_map = {}
-  for file, shard in zip(names, shards):
-    tensors = {name: np.ascontiguousarray(produce()) for name, _, produce in shard}
-    save_file(tensors, os.path.join(path, file), metadata={"format": "pt"})  # transformers checks "format"
-    weight_map.update({name: file for name in tensors})
-    del tensors
-  if len(shards) > 1:
-    index = {"metadata": {"total_size": sum(item[1] for item in items)}, "weight_map": dict(sorted(weight_map.items()))}
-    with open(os.path.join(path, INDEX_NAME), "w") as f:
-      json.dump(index, f, indent=2)
-  hf_config = config_to_hf(config, dtype=out_dtype.name, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
-  with open(os.path.join(path, CONFIG_NAME), "w") as f:
-    json.dump(hf_config, f, indent=2)
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    for old in os.listdir(path):
+        if _OWN_FILES.match(old):
+            os.remove(os.path.join(path, old))
+    names = (
+        [WEIGHTS_NAME]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    weight_map = {}
+    for file, shard in zip(names, shards):
+        tensors = {name: np.ascontiguousarray(produce()) for name, _, produce in shard}
+        save_file(
+            tensors, os.path.join(path, file), metadata={"format": "pt"}
+        )  # transformers checks "format"
+        weight_map.update({name: file for name in tensors})
+        del tensors
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": sum(item[1] for item in items)},
+            "weight_map": dict(sorted(weight_map.items())),
+        }
+        with open(os.path.join(path, INDEX_NAME), "w") as f:
+            json.dump(index, f, indent=2)
+    hf_config = config_to_hf(
+        config, dtype=out_dtype.name, bos_token_id=bos_token_id, eos_token_id=eos_token_id
+    )
+    with open(os.path.join(path, CONFIG_NAME), "w") as f:
+        json.dump(hf_config, f, indent=2)

@@ -20,15 +20,16 @@ from alejax.parallel.rules import constrain
 
 
 def _param(rngs: nnx.Rngs, init, shape, names, dtype) -> nnx.Param:
-  # eager_sharding=False: the module can be built with or without a mesh; `create_model` places the
-  # parameters by jitting the init with shardings computed from these names.
-  return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=False)
+    # eager_sharding=False: the module can be built with or without a mesh; `create_model` places the
+    # parameters by jitting the init with shardings computed from these names.
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=False)
 
 
 class LayerCache(NamedTuple):
-  """Keys and values of one layer; index along `length` is the token's absolute position."""
-  k: jax.Array  # [B, S, n_kv_heads, head_dim]
-  v: jax.Array
+    """Keys and values of one layer; index along `length` is the token's absolute position."""
+
+    k: jax.Array  # [B, S, n_kv_heads, head_dim]
+    v: jax.Array
 
 
 KVCache = tuple[LayerCache, ...]
@@ -37,139 +38,147 @@ CACHE_NAMES = ("batch", "cache_length", "kv_heads", "head_dim")
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
-  """A zero KV cache for `batch_size` rows of up to `max_length` positions."""
-  shape = (batch_size, max_length, config.n_kv_heads, config.head_dim)
-  dtype = config.jnp_dtype if dtype is None else dtype
+    """A zero KV cache for `batch_size` rows of up to `max_length` positions."""
+    shape = (batch_size, max_length, config.n_kv_heads, config.head_dim)
+    dtype = config.jnp_dtype if dtype is None else dtype
 
-  def zeros():
-    return constrain(jnp.zeros(shape, dtype), CACHE_NAMES)
+    def zeros():
+        return constrain(jnp.zeros(shape, dtype), CACHE_NAMES)
 
-  return tuple(LayerCache(zeros(), zeros()) for _ in range(config.n_layers))
+    return tuple(LayerCache(zeros(), zeros()) for _ in range(config.n_layers))
 
 
 class RMSNorm(nnx.Module):
-  def __init__(self, dim: int, eps: float, param_dtype, rngs: nnx.Rngs):
-    self.scale = _param(rngs, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
-    self.eps = eps
+    def __init__(self, dim: int, eps: float, param_dtype, rngs: nnx.Rngs):
+        self.scale = _param(rngs, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
+        self.eps = eps
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = x.dtype
-    x = x.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
-    # Multiply in the input dtype after normalising in f32, as Hugging Face's Llama/Qwen2 do.
-    return self.scale[...].astype(dtype) * x.astype(dtype)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
+        x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        # Multiply in the input dtype after normalising in f32, as Hugging Face's Llama/Qwen2 do.
+        return self.scale[...].astype(dtype) * x.astype(dtype)
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding, half-split ("rotate_half") layout as in Llama / Qwen2. x: [B, T, H, D]."""
-  half = x.shape[-1] // 2
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, half, dtype=jnp.float32) * 2.0 / x.shape[-1]))
-  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
-  cos = jnp.cos(angles)[:, :, None, :]
-  sin = jnp.sin(angles)[:, :, None, :]
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x.dtype)
+    """Rotary embedding, half-split ("rotate_half") layout as in Llama / Qwen2. x: [B, T, H, D]."""
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, half, dtype=jnp.float32) * 2.0 / x.shape[-1]))
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
 
 
 class Attention(nnx.Module):
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-    c = config
-    init = nnx.initializers.normal(c.init_std)
-    pd = c.jnp_param_dtype
-    self.config = c
-    self.q = _param(rngs, init, (c.d_model, c.n_heads, c.head_dim), ("embed", "heads", "head_dim"), pd)
-    self.k = _param(rngs, init, (c.d_model, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd)
-    self.v = _param(rngs, init, (c.d_model, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd)
-    self.o = _param(rngs, init, (c.n_heads, c.head_dim, c.d_model), ("heads", "head_dim", "embed"), pd)
-    if c.qkv_bias:
-      zeros = nnx.initializers.zeros
-      self.q_bias = _param(rngs, zeros, (c.n_heads, c.head_dim), ("heads", "head_dim"), pd)
-      self.k_bias = _param(rngs, zeros, (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd)
-      self.v_bias = _param(rngs, zeros, (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd)
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        c = config
+        init = nnx.initializers.normal(c.init_std)
+        pd = c.jnp_param_dtype
+        self.config = c
+        self.q = _param(rngs, init, (c.d_model, c.n_heads, c.head_dim), ("embed", "heads", "head_dim"), pd)
+        self.k = _param(
+            rngs, init, (c.d_model, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd
+        )
+        self.v = _param(
+            rngs, init, (c.d_model, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd
+        )
+        self.o = _param(rngs, init, (c.n_heads, c.head_dim, c.d_model), ("heads", "head_dim", "embed"), pd)
+        if c.qkv_bias:
+            zeros = nnx.initializers.zeros
+            self.q_bias = _param(rngs, zeros, (c.n_heads, c.head_dim), ("heads", "head_dim"), pd)
+            self.k_bias = _param(rngs, zeros, (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd)
+            self.v_bias = _param(rngs, zeros, (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd)
 
-  def _project(self, x, name):
-    dtype = self.config.jnp_dtype
-    y = jnp.einsum("btd,dhk->bthk", x, getattr(self, name)[...].astype(dtype))
-    if self.config.qkv_bias:
-      y = y + getattr(self, name + "_bias")[...].astype(dtype)
-    return y
+    def _project(self, x, name):
+        dtype = self.config.jnp_dtype
+        y = jnp.einsum("btd,dhk->bthk", x, getattr(self, name)[...].astype(dtype))
+        if self.config.qkv_bias:
+            y = y + getattr(self, name + "_bias")[...].astype(dtype)
+        return y
 
-  def __call__(self, x, positions, segment_ids, cache: LayerCache | None):
-    c = self.config
-    q = constrain(rope(self._project(x, "q"), positions, c.rope_theta), ("batch", "length", "heads", "head_dim"))
-    k = constrain(rope(self._project(x, "k"), positions, c.rope_theta), ("batch", "length", "kv_heads", "head_dim"))
-    v = constrain(self._project(x, "v"), ("batch", "length", "kv_heads", "head_dim"))
+    def __call__(self, x, positions, segment_ids, cache: LayerCache | None):
+        c = self.config
+        q = constrain(
+            rope(self._project(x, "q"), positions, c.rope_theta), ("batch", "length", "heads", "head_dim")
+        )
+        k = constrain(
+            rope(self._project(x, "k"), positions, c.rope_theta), ("batch", "length", "kv_heads", "head_dim")
+        )
+        v = constrain(self._project(x, "v"), ("batch", "length", "kv_heads", "head_dim"))
 
-    if cache is None:
-      # Full sequence: causal by index (packed documents restart their positions), same segment,
-      # and segment 0 is padding.
-      t = x.shape[1]
-      causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-      same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
-      mask = causal[None] & same_segment & (segment_ids[:, None, :] > 0)
-      keys, values, new_cache = k, v, None
-    else:
-      # Write this chunk at its absolute positions, then attend over the whole cache. A row's cache
-      # holds one sequence from position 0, so "key position <= query position" is the full mask;
-      # entries beyond a row's length are stale and masked. Out-of-range writes (padding) are dropped.
-      rows = jnp.arange(x.shape[0])[:, None]
-      keys = cache.k.at[rows, positions].set(k.astype(cache.k.dtype), mode="drop")
-      values = cache.v.at[rows, positions].set(v.astype(cache.v.dtype), mode="drop")
-      keys = constrain(keys, CACHE_NAMES)
-      values = constrain(values, CACHE_NAMES)
-      new_cache = LayerCache(keys, values)
-      key_positions = jnp.arange(cache.k.shape[1])
-      mask = key_positions[None, None, :] <= positions[:, :, None]
-      keys, values = keys.astype(q.dtype), values.astype(q.dtype)
+        if cache is None:
+            # Full sequence: causal by index (packed documents restart their positions), same segment,
+            # and segment 0 is padding.
+            t = x.shape[1]
+            causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+            same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
+            mask = causal[None] & same_segment & (segment_ids[:, None, :] > 0)
+            keys, values, new_cache = k, v, None
+        else:
+            # Write this chunk at its absolute positions, then attend over the whole cache. A row's cache
+            # holds one sequence from position 0, so "key position <= query position" is the full mask;
+            # entries beyond a row's length are stale and masked. Out-of-range writes (padding) are dropped.
+            rows = jnp.arange(x.shape[0])[:, None]
+            keys = cache.k.at[rows, positions].set(k.astype(cache.k.dtype), mode="drop")
+            values = cache.v.at[rows, positions].set(v.astype(cache.v.dtype), mode="drop")
+            keys = constrain(keys, CACHE_NAMES)
+            values = constrain(values, CACHE_NAMES)
+            new_cache = LayerCache(keys, values)
+            key_positions = jnp.arange(cache.k.shape[1])
+            mask = key_positions[None, None, :] <= positions[:, :, None]
+            keys, values = keys.astype(q.dtype), values.astype(q.dtype)
 
-    # Grouped-query attention without repeating k/v: queries grouped per kv head.
-    b, t, h, d = q.shape
-    groups = h // c.n_kv_heads
-    q = q.reshape(b, t, c.n_kv_heads, groups, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32) * (d ** -0.5)
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, h, d)
-    out = constrain(out, ("batch", "length", "heads", "head_dim"))
-    out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(c.jnp_dtype))
-    return constrain(out, ("batch", "length", "act_embed")), new_cache
+        # Grouped-query attention without repeating k/v: queries grouped per kv head.
+        b, t, h, d = q.shape
+        groups = h // c.n_kv_heads
+        q = q.reshape(b, t, c.n_kv_heads, groups, d)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32) * (d**-0.5)
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, h, d)
+        out = constrain(out, ("batch", "length", "heads", "head_dim"))
+        out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(c.jnp_dtype))
+        return constrain(out, ("batch", "length", "act_embed")), new_cache
 
 
 class MLP(nnx.Module):
-  """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-    c = config
-    init = nnx.initializers.normal(c.init_std)
-    pd = c.jnp_param_dtype
-    self.config = c
-    self.gate = _param(rngs, init, (c.d_model, c.mlp_dim), ("embed", "mlp"), pd)
-    self.up = _param(rngs, init, (c.d_model, c.mlp_dim), ("embed", "mlp"), pd)
-    self.down = _param(rngs, init, (c.mlp_dim, c.d_model), ("mlp", "embed"), pd)
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        c = config
+        init = nnx.initializers.normal(c.init_std)
+        pd = c.jnp_param_dtype
+        self.config = c
+        self.gate = _param(rngs, init, (c.d_model, c.mlp_dim), ("embed", "mlp"), pd)
+        self.up = _param(rngs, init, (c.d_model, c.mlp_dim), ("embed", "mlp"), pd)
+        self.down = _param(rngs, init, (c.mlp_dim, c.d_model), ("mlp", "embed"), pd)
 
-  def __call__(self, x):
-    dtype = self.config.jnp_dtype
-    gate = jnp.einsum("btd,dm->btm", x, self.gate[...].astype(dtype))
-    up = jnp.einsum("btd,dm->btm", x, self.up[...].astype(dtype))
-    hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    out = jnp.einsum("btm,md->btd", hidden, self.down[...].astype(dtype))
-    return constrain(out, ("batch", "length", "act_embed"))
+    def __call__(self, x):
+        dtype = self.config.jnp_dtype
+        gate = jnp.einsum("btd,dm->btm", x, self.gate[...].astype(dtype))
+        up = jnp.einsum("btd,dm->btm", x, self.up[...].astype(dtype))
+        hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+        out = jnp.einsum("btm,md->btd", hidden, self.down[...].astype(dtype))
+        return constrain(out, ("batch", "length", "act_embed"))
 
 
 class Block(nnx.Module):
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-    pd = config.jnp_param_dtype
-    self.attn_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
-    self.attn = Attention(config, rngs)
-    self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
-    self.mlp = MLP(config, rngs)
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        pd = config.jnp_param_dtype
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
+        self.attn = Attention(config, rngs)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
+        self.mlp = MLP(config, rngs)
 
-  def __call__(self, x, positions, segment_ids, cache):
-    attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache)
-    x = x + attn_out
-    x = x + self.mlp(self.mlp_norm(x))
-    return x, cache
+    def __call__(self, x, positions, segment_ids, cache):
+        attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache)
+        x = x + attn_out
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, cache
 
 
 _REMAT_POLICIES = {
@@ -179,59 +188,71 @@ _REMAT_POLICIES = {
 
 
 class Transformer(nnx.Module):
-  """Decoder-only LM. `model(tokens)` -> logits [B, T, V]; with `cache=` -> (logits, new cache)."""
+    """Decoder-only LM. `model(tokens)` -> logits [B, T, V]; with `cache=` -> (logits, new cache)."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-    c = config
-    pd = c.jnp_param_dtype
-    self.config = c
-    self.embedding = _param(rngs, nnx.initializers.normal(c.init_std), (c.vocab_size, c.d_model),
-                            ("vocab", "embed"), pd)
-    self.layers = nnx.List([Block(c, rngs) for _ in range(c.n_layers)])
-    self.final_norm = RMSNorm(c.d_model, c.norm_eps, pd, rngs)
-    if not c.tie_embeddings:
-      self.lm_head = _param(rngs, nnx.initializers.normal(c.init_std), (c.d_model, c.vocab_size),
-                            ("embed", "vocab"), pd)
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        c = config
+        pd = c.jnp_param_dtype
+        self.config = c
+        self.embedding = _param(
+            rngs, nnx.initializers.normal(c.init_std), (c.vocab_size, c.d_model), ("vocab", "embed"), pd
+        )
+        self.layers = nnx.List([Block(c, rngs) for _ in range(c.n_layers)])
+        self.final_norm = RMSNorm(c.d_model, c.norm_eps, pd, rngs)
+        if not c.tie_embeddings:
+            self.lm_head = _param(
+                rngs, nnx.initializers.normal(c.init_std), (c.d_model, c.vocab_size), ("embed", "vocab"), pd
+            )
 
-  def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None,
-                    segment_ids: jax.Array | None = None, cache: KVCache | None = None):
-    """Final-normed hidden states [B, T, d_model] (what reward and value heads read) and the new cache."""
-    c = self.config
-    tokens = constrain(tokens, ("batch", "length"))
-    if positions is None:
-      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    if segment_ids is None:
-      segment_ids = jnp.ones_like(tokens)
-    # Gather from a table split over vocab only: SPMD turns that into a masked lookup + all-reduce,
-    # whereas a table also split over embed forces a full rematerialization.
-    table = constrain(self.embedding[...], ("vocab", None))
-    x = jnp.take(table, tokens, axis=0).astype(c.jnp_dtype)
-    x = constrain(x, ("batch", "length", "act_embed"))
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ):
+        """Final-normed hidden states [B, T, d_model] (what reward and value heads read) and the new cache."""
+        c = self.config
+        tokens = constrain(tokens, ("batch", "length"))
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        if segment_ids is None:
+            segment_ids = jnp.ones_like(tokens)
+        # Gather from a table split over vocab only: SPMD turns that into a masked lookup + all-reduce,
+        # whereas a table also split over embed forces a full rematerialization.
+        table = constrain(self.embedding[...], ("vocab", None))
+        x = jnp.take(table, tokens, axis=0).astype(c.jnp_dtype)
+        x = constrain(x, ("batch", "length", "act_embed"))
 
-    def apply_block(block, x, layer_cache):
-      return block(x, positions, segment_ids, layer_cache)
+        def apply_block(block, x, layer_cache):
+            return block(x, positions, segment_ids, layer_cache)
 
-    if c.remat != "none":
-      apply_block = nnx.remat(apply_block, policy=_REMAT_POLICIES[c.remat])
+        if c.remat != "none":
+            apply_block = nnx.remat(apply_block, policy=_REMAT_POLICIES[c.remat])
 
-    new_cache = []
-    for i, block in enumerate(self.layers):
-      x, layer_cache = apply_block(block, x, None if cache is None else cache[i])
-      new_cache.append(layer_cache)
-    x = self.final_norm(x)
-    return x, (None if cache is None else tuple(new_cache))
+        new_cache = []
+        for i, block in enumerate(self.layers):
+            x, layer_cache = apply_block(block, x, None if cache is None else cache[i])
+            new_cache.append(layer_cache)
+        x = self.final_norm(x)
+        return x, (None if cache is None else tuple(new_cache))
 
-  def logits(self, hidden: jax.Array) -> jax.Array:
-    """Project hidden states to vocabulary logits (f32)."""
-    c = self.config
-    if c.tie_embeddings:
-      out = jnp.einsum("btd,vd->btv", hidden, self.embedding[...].astype(c.jnp_dtype))
-    else:
-      out = jnp.einsum("btd,dv->btv", hidden, self.lm_head[...].astype(c.jnp_dtype))
-    return constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Project hidden states to vocabulary logits (f32)."""
+        c = self.config
+        if c.tie_embeddings:
+            out = jnp.einsum("btd,vd->btv", hidden, self.embedding[...].astype(c.jnp_dtype))
+        else:
+            out = jnp.einsum("btd,dv->btv", hidden, self.lm_head[...].astype(c.jnp_dtype))
+        return constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, cache: KVCache | None = None):
-    hidden, new_cache = self.hidden_states(tokens, positions, segment_ids, cache)
-    logits = self.logits(hidden)
-    return logits if cache is None else (logits, new_cache)
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ):
+        hidden, new_cache = self.hidden_states(tokens, positions, segment_ids, cache)
+        logits = self.logits(hidden)
+        return logits if cache is None else (logits, new_cache)

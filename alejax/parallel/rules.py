@@ -37,84 +37,89 @@ _local = threading.local()
 
 
 def current_rules() -> tuple[tuple[str, MeshAxes], ...]:
-  return getattr(_local, "rules", LOGICAL_AXIS_RULES)
+    return getattr(_local, "rules", LOGICAL_AXIS_RULES)
 
 
 @contextlib.contextmanager
 def axis_rules(rules: Sequence[tuple[str, MeshAxes]]):
-  """Temporarily replace the rule table (e.g. for a role that wants pure data parallelism)."""
-  previous = current_rules()
-  _local.rules = tuple(rules)
-  try:
-    yield
-  finally:
-    _local.rules = previous
+    """Temporarily replace the rule table (e.g. for a role that wants pure data parallelism)."""
+    previous = current_rules()
+    _local.rules = tuple(rules)
+    try:
+        yield
+    finally:
+        _local.rules = previous
 
 
 def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
-  if axes is None:
-    return ()
-  return (axes,) if isinstance(axes, str) else tuple(axes)
+    if axes is None:
+        return ()
+    return (axes,) if isinstance(axes, str) else tuple(axes)
 
 
-def logical_to_spec(names: Sequence[str | None], shape: Sequence[int] | None = None,
-                    mesh: Mesh | None = None, rules=None) -> PartitionSpec:
-  """PartitionSpec for an array whose dims carry `names`.
+def logical_to_spec(
+    names: Sequence[str | None], shape: Sequence[int] | None = None, mesh: Mesh | None = None, rules=None
+) -> PartitionSpec:
+    """PartitionSpec for an array whose dims carry `names`.
 
-  With `shape` and `mesh`, mesh axes of size 1, axes absent from the mesh and axes that do not divide
-  the dimension are dropped (that dimension is then replicated over them), and a mesh axis is used
-  at most once per array — so one table serves every mesh shape and every model size.
-  """
-  table = dict(current_rules() if rules is None else rules)
-  used: set[str] = set()
-  spec = []
-  for dim, name in enumerate(names):
-    if name is None:
-      spec.append(None)
-      continue
-    if name not in table:
-      raise KeyError(f"logical axis {name!r} has no rule; known: {sorted(table)}")
-    kept = []
-    size = 1
-    for axis in _as_tuple(table[name]):
-      if axis in used:
-        continue
-      if mesh is not None:
-        if axis not in mesh.shape or mesh.shape[axis] == 1:
-          continue
-        if shape is not None and shape[dim] % (size * mesh.shape[axis]):
-          continue
-        size *= mesh.shape[axis]
-      kept.append(axis)
-    used.update(kept)
-    spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
-  return PartitionSpec(*spec)
+    With `shape` and `mesh`, mesh axes of size 1, axes absent from the mesh and axes that do not divide
+    the dimension are dropped (that dimension is then replicated over them), and a mesh axis is used
+    at most once per array — so one table serves every mesh shape and every model size.
+    """
+    table = dict(current_rules() if rules is None else rules)
+    used: set[str] = set()
+    spec = []
+    for dim, name in enumerate(names):
+        if name is None:
+            spec.append(None)
+            continue
+        if name not in table:
+            raise KeyError(f"logical axis {name!r} has no rule; known: {sorted(table)}")
+        kept = []
+        size = 1
+        for axis in _as_tuple(table[name]):
+            if axis in used:
+                continue
+            if mesh is not None:
+                if axis not in mesh.shape or mesh.shape[axis] == 1:
+                    continue
+                if shape is not None and shape[dim] % (size * mesh.shape[axis]):
+                    continue
+                size *= mesh.shape[axis]
+            kept.append(axis)
+        used.update(kept)
+        spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return PartitionSpec(*spec)
 
 
 def _active_mesh():
-  mesh = jax.sharding.get_abstract_mesh()
-  return None if mesh is None or mesh.empty else mesh
+    mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh is None or mesh.empty else mesh
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """Sharding constraint on an activation by logical names; a no-op when no mesh is set."""
-  mesh = _active_mesh()
-  if mesh is None:
-    return x
-  return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
+    """Sharding constraint on an activation by logical names; a no-op when no mesh is set."""
+    mesh = _active_mesh()
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
 
 
 def variable_names(variable: nnx.Variable) -> tuple[str | None, ...] | None:
-  return variable.get_metadata().get("out_sharding")
+    return variable.get_metadata().get("out_sharding")
 
 
 def state_shardings(state: Any, mesh: Mesh, rules=None) -> Any:
-  """NamedSharding for each variable of an (abstract) nnx.State, from its logical names and shape."""
+    """NamedSharding for each variable of an (abstract) nnx.State, from its logical names and shape."""
 
-  def one(leaf):
-    names = variable_names(leaf) if isinstance(leaf, nnx.Variable) else None
-    shape = leaf.shape
-    spec = PartitionSpec() if names is None else logical_to_spec(names, shape, mesh, rules)
-    return leaf.replace(NamedSharding(mesh, spec)) if isinstance(leaf, nnx.Variable) else NamedSharding(mesh, spec)
+    def one(leaf):
+        names = variable_names(leaf) if isinstance(leaf, nnx.Variable) else None
+        shape = leaf.shape
+        spec = PartitionSpec() if names is None else logical_to_spec(names, shape, mesh, rules)
+        return (
+            leaf.replace(NamedSharding(mesh, spec))
+            if isinstance(leaf, nnx.Variable)
+            else NamedSharding(mesh, spec)
+        )
 
-  return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -140,9 +141,7 @@ def abstract_with_shardings(shapes_tree: Any, shardings_tree: Any) -> Any:
     """
 
     def apply(sharding, subtree):
-        return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), subtree
-        )
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), subtree)
 
     return jax.tree.map(
         apply,
@@ -191,8 +190,7 @@ def encode_extra(value: Any, _path: str = "extra") -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(
-                    f"checkpoint extra: dict keys must be str, got {type(k).__name__} "
-                    f"key {k!r} at {_path}"
+                    f"checkpoint extra: dict keys must be str, got {type(k).__name__} key {k!r} at {_path}"
                 )
             out[k] = encode_extra(v, f"{_path}[{k!r}]")
         return out
@@ -288,6 +286,9 @@ class Checkpointer:
             raise ValueError(f"keep must be >= 1, got {keep}")
         if save_interval_steps < 1:
             raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
+        directory = os.fspath(directory)
+        if "://" not in directory:  # orbax/tensorstore need absolute local paths (gs:// stays as is)
+            directory = os.path.abspath(directory)
         self._directory = epath.Path(directory)
         self._keep = keep
         self._async = async_save
@@ -374,7 +375,11 @@ class Checkpointer:
                 logger.warning(
                     "Checkpoint step %d in %s failed to restore earlier (%s); moving it "
                     "aside to %s so that step %d can be saved again.",
-                    step, self._directory, why, dst.name, step,
+                    step,
+                    self._directory,
+                    why,
+                    dst.name,
+                    step,
                 )
                 src.rename(dst)
         if jax.process_count() > 1:
@@ -420,8 +425,7 @@ class Checkpointer:
             step = int(step)
             if step not in steps:
                 raise CheckpointError(
-                    f"Checkpoint step {step} not found in {self._directory} "
-                    f"(available steps: {steps})",
+                    f"Checkpoint step {step} not found in {self._directory} (available steps: {steps})",
                     str(self._directory),
                     {},
                 )
@@ -429,8 +433,7 @@ class Checkpointer:
                 return self._restore_step(abstract, step)
             except Exception as e:
                 raise CheckpointError(
-                    f"Checkpoint step {step} in {self._directory} could not be "
-                    f"restored: {_short(e)}",
+                    f"Checkpoint step {step} in {self._directory} could not be restored: {_short(e)}",
                     str(self._directory),
                     {step: e},
                 ) from e
@@ -444,9 +447,10 @@ class Checkpointer:
             except Exception as e:
                 failures[s] = e
                 logger.warning(
-                    "Checkpoint step %d in %s is unreadable (%s); falling back to the "
-                    "previous step.",
-                    s, self._directory, _short(e),
+                    "Checkpoint step %d in %s is unreadable (%s); falling back to the previous step.",
+                    s,
+                    self._directory,
+                    _short(e),
                 )
                 continue
             for bad, err in failures.items():
@@ -454,7 +458,9 @@ class Checkpointer:
             if failures:
                 logger.warning(
                     "Restored checkpoint step %d from %s after skipping broken step(s) %s.",
-                    s, self._directory, sorted(failures),
+                    s,
+                    self._directory,
+                    sorted(failures),
                 )
             return result
         tried = "; ".join(f"step {s}: {_short(e)}" for s, e in failures.items())
@@ -467,9 +473,7 @@ class Checkpointer:
     def _restore_step(self, abstract: Any, step: int):
         step_dir = self._directory / str(step)
         if not (step_dir / _COMMIT_MARKER).exists():
-            raise FileNotFoundError(
-                f"{step_dir} has no {_COMMIT_MARKER}: not a finalized orbax checkpoint"
-            )
+            raise FileNotFoundError(f"{step_dir} has no {_COMMIT_MARKER}: not a finalized orbax checkpoint")
         restored = self._mngr.restore(
             step,
             args=ocp.args.Composite(
@@ -482,8 +486,7 @@ class Checkpointer:
         payload = restored[_EXTRA]
         if not isinstance(payload, dict) or payload.get("format") != _EXTRA_FORMAT:
             raise ValueError(
-                f"extra item of step {step} is not in {_EXTRA_FORMAT!r} format: "
-                f"{str(payload)[:200]}"
+                f"extra item of step {step} is not in {_EXTRA_FORMAT!r} format: {str(payload)[:200]}"
             )
         return restored[_STATE], decode_extra(payload.get("extra")), step
 
@@ -514,7 +517,4 @@ class Checkpointer:
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"Checkpointer({str(self._directory)!r}, keep={self._keep}, "
-            f"async_save={self._async})"
-        )
+        return f"Checkpointer({str(self._directory)!r}, keep={self._keep}, async_save={self._async})"

@@ -13,120 +13,128 @@ import numpy as np
 
 
 def _scalar(value: Any) -> float | int | None:
-  try:
-    arr = np.asarray(value)
-  except Exception:  # noqa: BLE001 - anything that is not array-like is simply not logged
-    return None
-  if arr.size != 1 or arr.dtype.kind not in "biuf":
-    return None
-  item = arr.reshape(()).item()
-  return item if isinstance(item, int) else float(item)
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything that is not array-like is simply not logged
+        return None
+    if arr.size != 1 or arr.dtype.kind not in "biuf":
+        return None
+    item = arr.reshape(()).item()
+    return item if isinstance(item, int) else float(item)
 
 
 class MetricsWriter:
-  """Appends `{"step": s, **scalars}` lines to `<workdir>/metrics.jsonl` and TensorBoard events."""
+    """Appends `{"step": s, **scalars}` lines to `<workdir>/metrics.jsonl` and TensorBoard events."""
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True, wandb_project: str | None = None,
-               config: Mapping[str, Any] | None = None):
-    os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self._file = open(self.path, "a", encoding="utf-8")
-    self._tb = None
-    if tensorboard:
-      from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ):
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-      self._tb = EventFileWriter(os.path.join(workdir, "tensorboard"))
-    self._wandb = None
-    if wandb_project:
-      try:
-        import wandb  # optional: only when installed and asked for
-      except ImportError:
-        print("wandb is not installed; logging to JSONL and TensorBoard only")
-      else:
-        self._wandb = wandb.init(project=wandb_project, config=dict(config or {}), dir=workdir)
+            self._tb = EventFileWriter(os.path.join(workdir, "tensorboard"))
+        self._wandb = None
+        if wandb_project:
+            try:
+                import wandb  # optional: only when installed and asked for
+            except ImportError:
+                print("wandb is not installed; logging to JSONL and TensorBoard only")
+            else:
+                self._wandb = wandb.init(project=wandb_project, config=dict(config or {}), dir=workdir)
 
-  def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
-    scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
-    self._file.write(json.dumps({"step": int(step), **scalars}) + "\n")
-    self._file.flush()
-    if self._tb is not None:
-      from tensorboard.compat.proto.event_pb2 import Event
-      from tensorboard.compat.proto.summary_pb2 import Summary
+    def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        self._file.write(json.dumps({"step": int(step), **scalars}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            from tensorboard.compat.proto.event_pb2 import Event
+            from tensorboard.compat.proto.summary_pb2 import Summary
 
-      values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
-      self._tb.add_event(Event(wall_time=time.time(), step=int(step), summary=Summary(value=values)))
-    if self._wandb is not None:
-      self._wandb.log(scalars, step=int(step))
-    return scalars
+            values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+            self._tb.add_event(Event(wall_time=time.time(), step=int(step), summary=Summary(value=values)))
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=int(step))
+        return scalars
 
-  def close(self):
-    self._file.close()
-    if self._tb is not None:
-      self._tb.close()
-    if self._wandb is not None:
-      self._wandb.finish()
+    def close(self):
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
-  def __enter__(self):
-    return self
+    def __enter__(self):
+        return self
 
-  def __exit__(self, *exc):
-    self.close()
+    def __exit__(self, *exc):
+        self.close()
 
 
 def read_metrics(path: str) -> list[dict[str, float]]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 class Progress:
-  """A periodic one-line report: step, rate, ETA and chosen metrics (works in logs and notebooks)."""
+    """A periodic one-line report: step, rate, ETA and chosen metrics (works in logs and notebooks)."""
 
-  def __init__(self, total: int, start: int = 0, every_s: float = 5.0, label: str = "train"):
-    self.total, self.start, self.every_s, self.label = total, start, every_s, label
-    self.t0 = self.last = time.time()
+    def __init__(self, total: int, start: int = 0, every_s: float = 5.0, label: str = "train"):
+        self.total, self.start, self.every_s, self.label = total, start, every_s, label
+        self.t0 = self.last = time.time()
 
-  def update(self, step: int, metrics: Mapping[str, Any] | None = None, force: bool = False) -> str | None:
-    now = time.time()
-    if not force and now - self.last < self.every_s and step < self.total:
-      return None
-    self.last = now
-    done = step - self.start
-    rate = done / max(now - self.t0, 1e-9)
-    eta = (self.total - step) / rate if rate > 0 else math.inf
-    shown = " ".join(f"{k}={v:.4g}" for k, v in (metrics or {}).items() if isinstance(v, (int, float)))
-    line = (f"[{self.label}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-            f"{rate:.2f} step/s eta {_fmt_seconds(eta)} {shown}").rstrip()
-    print(line, flush=True)
-    return line
+    def update(self, step: int, metrics: Mapping[str, Any] | None = None, force: bool = False) -> str | None:
+        now = time.time()
+        if not force and now - self.last < self.every_s and step < self.total:
+            return None
+        self.last = now
+        done = step - self.start
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        shown = " ".join(f"{k}={v:.4g}" for k, v in (metrics or {}).items() if isinstance(v, (int, float)))
+        line = (
+            f"[{self.label}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
+            f"{rate:.2f} step/s eta {_fmt_seconds(eta)} {shown}"
+        ).rstrip()
+        print(line, flush=True)
+        return line
 
 
 def _fmt_seconds(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def plot_metrics(path: str, keys: Sequence[str], out_png: str | None = None, title: str | None = None) -> str:
-  """One panel per key (those present), x = step; saved next to the metrics file by default."""
-  import matplotlib
+    """One panel per key (those present), x = step; saved next to the metrics file by default."""
+    import matplotlib
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-  rows = read_metrics(path)
-  keys = [k for k in keys if any(k in r for r in rows)]
-  out_png = out_png or os.path.splitext(path)[0] + ".png"
-  fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.4), squeeze=False)
-  for ax, key in zip(axes[0], keys):
-    points = [(r["step"], r[key]) for r in rows if key in r]
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 40 else None)
-    ax.set_title(key)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(out_png, dpi=110)
-  plt.close(fig)
-  return out_png
+    rows = read_metrics(path)
+    keys = [k for k in keys if any(k in r for r in rows)]
+    out_png = out_png or os.path.splitext(path)[0] + ".png"
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 40 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -30,107 +30,128 @@ from alejax.train.step import make_train_step, next_token_loss
 
 
 def model_config_from(config: ConfigDict, **overrides) -> ModelConfig:
-  fields = {f.name for f in dataclasses.fields(ModelConfig)}
-  unknown = sorted(set(config.model.keys()) - fields)
-  if unknown:
-    raise ValueError(f"config.model has unknown keys {unknown}; ModelConfig fields: {sorted(fields)}")
-  return ModelConfig(**{**config.model.to_dict(), **overrides})
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(config.model.keys()) - fields)
+    if unknown:
+        raise ValueError(f"config.model has unknown keys {unknown}; ModelConfig fields: {sorted(fields)}")
+    return ModelConfig(**{**config.model.to_dict(), **overrides})
 
 
 def load_texts(config: ConfigDict) -> list[str]:
-  if config.data.text_glob:
-    paths = sorted(glob.glob(config.data.text_glob))
-    if not paths:
-      raise FileNotFoundError(f"config.data.text_glob={config.data.text_glob!r} matches no file")
-    return [open(p, encoding="utf-8").read() for p in paths]
-  return synthetic.generate_corpus(config.data.n_docs, seed=config.seed)
+    if config.data.text_glob:
+        paths = sorted(glob.glob(config.data.text_glob))
+        if not paths:
+            raise FileNotFoundError(f"config.data.text_glob={config.data.text_glob!r} matches no file")
+        return [open(p, encoding="utf-8").read() for p in paths]
+    return synthetic.generate_corpus(config.data.n_docs, seed=config.seed)
 
 
 def build_tokenizer(config: ConfigDict, texts: list[str], workdir: str) -> Tokenizer:
-  """The user's tokenizer directory, else the one saved by an earlier run, else a BPE trained here."""
-  saved = os.path.join(workdir, "tokenizer")
-  if config.data.tokenizer_dir:
-    return Tokenizer.from_dir(config.data.tokenizer_dir)
-  if os.path.exists(os.path.join(saved, "tokenizer.json")):
-    return Tokenizer.from_dir(saved)
-  tokenizer = train_bpe(texts, vocab_size=config.model.vocab_size)
-  tokenizer.save(saved)
-  return tokenizer
+    """The user's tokenizer directory, else the one saved by an earlier run, else a BPE trained here."""
+    saved = os.path.join(workdir, "tokenizer")
+    if config.data.tokenizer_dir:
+        return Tokenizer.from_dir(config.data.tokenizer_dir)
+    if os.path.exists(os.path.join(saved, "tokenizer.json")):
+        return Tokenizer.from_dir(saved)
+    tokenizer = train_bpe(texts, vocab_size=config.model.vocab_size)
+    tokenizer.save(saved)
+    return tokenizer
 
 
 def run(config: ConfigDict) -> dict[str, float]:
-  workdir = config.workdir
-  os.makedirs(workdir, exist_ok=True)
-  t_start = time.time()
+    workdir = config.workdir
+    os.makedirs(workdir, exist_ok=True)
+    t_start = time.time()
 
-  texts = load_texts(config)
-  tokenizer = build_tokenizer(config, texts, workdir)
-  model_config = model_config_from(config, vocab_size=max(config.model.vocab_size, tokenizer.vocab_size))
-  n_eval = max(1, int(len(texts) * config.data.eval_fraction))
-  encoded = [tokenizer.encode(t) + [tokenizer.eos_id] for t in texts]
-  train_rows = pack_documents(encoded[n_eval:], config.data.seq_len)
-  eval_rows = pack_documents(encoded[:n_eval], config.data.seq_len)
-  print(f"data: {len(texts)} docs -> {len(train_rows['tokens'])} train rows, {len(eval_rows['tokens'])} eval rows "
+    texts = load_texts(config)
+    tokenizer = build_tokenizer(config, texts, workdir)
+    model_config = model_config_from(config, vocab_size=max(config.model.vocab_size, tokenizer.vocab_size))
+    n_eval = max(1, int(len(texts) * config.data.eval_fraction))
+    encoded = [tokenizer.encode(t) + [tokenizer.eos_id] for t in texts]
+    train_rows = pack_documents(encoded[n_eval:], config.data.seq_len)
+    eval_rows = pack_documents(encoded[:n_eval], config.data.seq_len)
+    print(
+        f"data: {len(texts)} docs -> {len(train_rows['tokens'])} train rows, {len(eval_rows['tokens'])} eval rows "
         f"of {config.data.seq_len} tokens; vocab {tokenizer.vocab_size}; model "
-        f"{model_config.num_params() / 1e6:.2f}M params", flush=True)
+        f"{model_config.num_params() / 1e6:.2f}M params",
+        flush=True,
+    )
 
-  mesh = make_mesh(config.mesh.to_dict())
-  tx = make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, config.steps,
-                      config.optim.weight_decay, grad_clip=config.optim.grad_clip, schedule=config.optim.schedule)
-  graphdef, state = init_train_state(model_config, tx, mesh, seed=config.seed)
-  _, shardings = train_state_shardings(model_config, tx, mesh)
-  train_step = make_train_step(graphdef, tx, shardings, mesh, next_token_loss)
+    mesh = make_mesh(config.mesh.to_dict())
+    tx = make_optimizer(
+        config.optim.learning_rate,
+        config.optim.warmup_steps,
+        config.steps,
+        config.optim.weight_decay,
+        grad_clip=config.optim.grad_clip,
+        schedule=config.optim.schedule,
+    )
+    graphdef, state = init_train_state(model_config, tx, mesh, seed=config.seed)
+    _, shardings = train_state_shardings(model_config, tx, mesh)
+    train_step = make_train_step(graphdef, tx, shardings, mesh, next_token_loss)
 
-  data_iter = iter(batched_rows(train_rows, config.data.batch_size, seed=config.seed))
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-  restored = checkpointer.restore(state)
-  if restored is not None:
-    state, extra, step = restored
-    data_iter.set_state(extra["data_iter"])
-    print(f"resumed from checkpoint step {step}", flush=True)
+    data_iter = iter(batched_rows(train_rows, config.data.batch_size, seed=config.seed))
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    restored = checkpointer.restore(state)
+    if restored is not None:
+        state, extra, step = restored
+        data_iter.set_state(extra["data_iter"])
+        print(f"resumed from checkpoint step {step}", flush=True)
 
-  eval_step = _make_eval(graphdef, mesh)
-  eval_batches = [{k: v[i:i + config.data.batch_size] for k, v in eval_rows.items()}
-                  for i in range(0, len(eval_rows["tokens"]) - config.data.batch_size + 1, config.data.batch_size)]
-  eval_batches = eval_batches[: config.eval_batches] or [{k: v[:1] for k, v in eval_rows.items()}]
+    eval_step = _make_eval(graphdef, mesh)
+    eval_batches = [
+        {k: v[i : i + config.data.batch_size] for k, v in eval_rows.items()}
+        for i in range(0, len(eval_rows["tokens"]) - config.data.batch_size + 1, config.data.batch_size)
+    ]
+    eval_batches = eval_batches[: config.eval_batches] or [{k: v[:1] for k, v in eval_rows.items()}]
 
-  first_step = int(state.step)
-  progress = Progress(config.steps, start=first_step, every_s=config.progress_every_s)
-  last: dict[str, float] = {}
-  with MetricsWriter(workdir, wandb_project=config.wandb_project or None, config=config.to_dict()) as writer:
-    t_window, tokens_window = time.time(), 0
-    for step in range(first_step + 1, config.steps + 1):
-      batch = next(data_iter)
-      state, metrics = train_step(state, batch)
-      tokens_window += batch["tokens"].size
-      if step % config.log_every == 0 or step == config.steps:
-        metrics = jax.device_get(metrics)
-        elapsed = time.time() - t_window
-        metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
+    first_step = int(state.step)
+    progress = Progress(config.steps, start=first_step, every_s=config.progress_every_s)
+    last: dict[str, float] = {}
+    with MetricsWriter(
+        workdir, wandb_project=config.wandb_project or None, config=config.to_dict()
+    ) as writer:
         t_window, tokens_window = time.time(), 0
-        if step % config.eval_every == 0 or step == config.steps:
-          metrics["eval_loss"] = float(np.mean([eval_step(state.params, b) for b in eval_batches]))
-        last = writer.write(step, metrics)
-        progress.update(step, {k: last[k] for k in ("loss", "eval_loss", "tokens_per_s") if k in last})
-      if step % config.checkpoint_every == 0 or step == config.steps:
-        checkpointer.save(step, state, extra={"data_iter": data_iter.get_state()})
-  checkpointer.close()
-  png = plot_metrics(os.path.join(workdir, "metrics.jsonl"), ["loss", "eval_loss", "grad_norm", "tokens_per_s"],
-                     title=f"LM training ({model_config.num_params() / 1e6:.1f}M params)")
-  print(f"done: {config.steps} steps in {time.time() - t_start:.0f}s; final loss {last.get('loss', float('nan')):.3f}, "
-        f"eval loss {last.get('eval_loss', float('nan')):.3f}; metrics {writer.path}, plot {png}", flush=True)
-  return last
+        for step in range(first_step + 1, config.steps + 1):
+            batch = next(data_iter)
+            state, metrics = train_step(state, batch)
+            tokens_window += batch["tokens"].size
+            if step % config.log_every == 0 or step == config.steps:
+                metrics = jax.device_get(metrics)
+                elapsed = time.time() - t_window
+                metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
+                t_window, tokens_window = time.time(), 0
+                if step % config.eval_every == 0 or step == config.steps:
+                    metrics["eval_loss"] = float(np.mean([eval_step(state.params, b) for b in eval_batches]))
+                last = writer.write(step, metrics)
+                progress.update(
+                    step, {k: last[k] for k in ("loss", "eval_loss", "tokens_per_s") if k in last}
+                )
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpointer.save(step, state, extra={"data_iter": data_iter.get_state()})
+    checkpointer.close()
+    png = plot_metrics(
+        os.path.join(workdir, "metrics.jsonl"),
+        ["loss", "eval_loss", "grad_norm", "tokens_per_s"],
+        title=f"LM training ({model_config.num_params() / 1e6:.1f}M params)",
+    )
+    print(
+        f"done: {config.steps} steps in {time.time() - t_start:.0f}s; final loss {last.get('loss', float('nan')):.3f}, "
+        f"eval loss {last.get('eval_loss', float('nan')):.3f}; metrics {writer.path}, plot {png}",
+        flush=True,
+    )
+    return last
 
 
 def _make_eval(graphdef, mesh):
-  from flax import nnx
+    from flax import nnx
 
-  @jax.jit
-  def eval_loss(params, batch):
-    return next_token_loss(nnx.merge(graphdef, params), batch)[0]
+    @jax.jit
+    def eval_loss(params, batch):
+        return next_token_loss(nnx.merge(graphdef, params), batch)[0]
 
-  def run_eval(params, batch):
-    with jax.set_mesh(mesh):
-      return float(eval_loss(params, {k: jnp.asarray(v) for k, v in batch.items()}))
+    def run_eval(params, batch):
+        with jax.set_mesh(mesh):
+            return float(eval_loss(params, {k: jnp.asarray(v) for k, v in batch.items()}))
 
-  return run_eval
+    return run_eval

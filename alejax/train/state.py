@@ -19,62 +19,88 @@ from alejax.parallel.rules import state_shardings
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 scalar
-  params: nnx.State  # leaves are nnx.Param variables (logical names travel with them)
-  opt_state: Any
-  rng: jax.Array  # raw uint32 key data, so it checkpoints like any array
+    step: jax.Array  # int32 scalar
+    params: nnx.State  # leaves are nnx.Param variables (logical names travel with them)
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key data, so it checkpoints like any array
 
 
-def make_optimizer(learning_rate: float = 3e-4, warmup_steps: int = 100, total_steps: int = 10_000,
-                   weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.95, grad_clip: float = 1.0,
-                   schedule: str = "cosine") -> optax.GradientTransformation:
-  """AdamW with warmup + cosine (or constant) schedule; no decay on norms and biases."""
-  if schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), max(total_steps, warmup_steps + 1),
-                                            end_value=0.1 * learning_rate)
-  elif schedule == "constant":
-    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
-                               optax.constant_schedule(learning_rate)], [max(warmup_steps, 1)])
-  else:
-    raise ValueError(f"schedule={schedule!r}: expected cosine or constant")
+def make_optimizer(
+    learning_rate: float = 3e-4,
+    warmup_steps: int = 100,
+    total_steps: int = 10_000,
+    weight_decay: float = 0.1,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    grad_clip: float = 1.0,
+    schedule: str = "cosine",
+) -> optax.GradientTransformation:
+    """AdamW with warmup + cosine (or constant) schedule; no decay on norms and biases."""
+    if schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0,
+            learning_rate,
+            max(warmup_steps, 1),
+            max(total_steps, warmup_steps + 1),
+            end_value=0.1 * learning_rate,
+        )
+    elif schedule == "constant":
+        lr = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+                optax.constant_schedule(learning_rate),
+            ],
+            [max(warmup_steps, 1)],
+        )
+    else:
+        raise ValueError(f"schedule={schedule!r}: expected cosine or constant")
 
-  def decay_mask(params):
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    def decay_mask(params):
+        return jax.tree.map(lambda p: p.ndim >= 2, params)
 
-  return optax.chain(
-      optax.clip_by_global_norm(grad_clip),
-      optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask),
-  )
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip),
+        optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask),
+    )
 
 
 def _abstract_train_state(config: ModelConfig, tx: optax.GradientTransformation):
-  graphdef, params = nnx.split(abstract_model(config))
-  opt_state = jax.eval_shape(tx.init, params)
-  state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state,
-                     rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
-  return graphdef, state
+    graphdef, params = nnx.split(abstract_model(config))
+    opt_state = jax.eval_shape(tx.init, params)
+    state = TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
+    )
+    return graphdef, state
 
 
 def train_state_shardings(config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, rules=None):
-  """(graphdef, shardings of the TrainState): optimizer moments follow their parameter's layout."""
-  graphdef, abstract = _abstract_train_state(config, tx)
-  return graphdef, state_shardings(abstract, mesh, rules)
+    """(graphdef, shardings of the TrainState): optimizer moments follow their parameter's layout."""
+    graphdef, abstract = _abstract_train_state(config, tx)
+    return graphdef, state_shardings(abstract, mesh, rules)
 
 
-def init_train_state(config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0,
-                     rules=None):
-  """Returns (graphdef, TrainState) with every array created directly in its sharded layout."""
-  graphdef, shardings = train_state_shardings(config, tx, mesh, rules)
+def init_train_state(
+    config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0, rules=None
+):
+    """Returns (graphdef, TrainState) with every array created directly in its sharded layout."""
+    graphdef, shardings = train_state_shardings(config, tx, mesh, rules)
 
-  @jax.jit(out_shardings=shardings)
-  def init():
-    params = nnx.split(Transformer(config, rngs=nnx.Rngs(seed)))[1]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(jax.random.key(seed + 1)))
+    @jax.jit(out_shardings=shardings)
+    def init():
+        params = nnx.split(Transformer(config, rngs=nnx.Rngs(seed)))[1]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(jax.random.key(seed + 1)),
+        )
 
-  with jax.set_mesh(mesh):
-    return graphdef, init()
+    with jax.set_mesh(mesh):
+        return graphdef, init()
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(mesh, PartitionSpec())

@@ -27,77 +27,93 @@ Batch = Mapping[str, jax.Array]
 
 
 def token_logprobs(model: Transformer, batch: Batch, temperature: float = 1.0):
-  """log p(tokens[t] | tokens[<t]) for t >= 1, shape [B, T] (position 0 gets 0), and the logits' entropy."""
-  tokens = batch["tokens"]
-  logits = model(tokens, batch.get("positions"), batch.get("segment_ids"))[:, :-1]
-  if temperature != 1.0:
-    logits = logits / temperature
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  picked = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
-  entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-  pad = jnp.zeros_like(picked[:, :1])
-  return jnp.concatenate([pad, picked], axis=1), jnp.concatenate([pad, entropy], axis=1)
+    """log p(tokens[t] | tokens[<t]) for t >= 1, shape [B, T] (position 0 gets 0), and the logits' entropy."""
+    tokens = batch["tokens"]
+    logits = model(tokens, batch.get("positions"), batch.get("segment_ids"))[:, :-1]
+    if temperature != 1.0:
+        logits = logits / temperature
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+    pad = jnp.zeros_like(picked[:, :1])
+    return jnp.concatenate([pad, picked], axis=1), jnp.concatenate([pad, entropy], axis=1)
 
 
 def target_weights(batch: Batch) -> jax.Array:
-  """Per-position loss weights aligned with `token_logprobs` (position 0 never counts)."""
-  weights = batch["loss_mask"].astype(jnp.float32)
-  segment_ids = batch.get("segment_ids")
-  if segment_ids is not None:
-    same_doc = jnp.concatenate([jnp.zeros_like(segment_ids[:, :1], bool),
-                                (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0)], axis=1)
-    weights = weights * same_doc
-  return weights.at[:, 0].set(0.0)
+    """Per-position loss weights aligned with `token_logprobs` (position 0 never counts)."""
+    weights = batch["loss_mask"].astype(jnp.float32)
+    segment_ids = batch.get("segment_ids")
+    if segment_ids is not None:
+        same_doc = jnp.concatenate(
+            [
+                jnp.zeros_like(segment_ids[:, :1], bool),
+                (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0),
+            ],
+            axis=1,
+        )
+        weights = weights * same_doc
+    return weights.at[:, 0].set(0.0)
 
 
 def next_token_loss(model: Transformer, batch: Batch):
-  """Mean negative log-likelihood over weighted target tokens, and metrics."""
-  logp, _ = token_logprobs(model, batch)
-  weights = target_weights(batch)
-  n_tokens = jnp.maximum(weights.sum(), 1.0)
-  loss = -(logp * weights).sum() / n_tokens
-  return loss, {"loss": loss, "n_tokens": weights.sum()}
+    """Mean negative log-likelihood over weighted target tokens, and metrics."""
+    logp, _ = token_logprobs(model, batch)
+    weights = target_weights(batch)
+    n_tokens = jnp.maximum(weights.sum(), 1.0)
+    loss = -(logp * weights).sum() / n_tokens
+    return loss, {"loss": loss, "n_tokens": weights.sum()}
 
 
 def batch_shardings(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, NamedSharding]:
-  """[B, T] arrays split over the batch axes of the rule table."""
-  return {k: NamedSharding(mesh, logical_to_spec(("batch", "length")[: v.ndim], v.shape, mesh))
-          for k, v in batch.items()}
+    """[B, T] arrays split over the batch axes of the rule table."""
+    return {
+        k: NamedSharding(mesh, logical_to_spec(("batch", "length")[: v.ndim], v.shape, mesh))
+        for k, v in batch.items()
+    }
 
 
 LossFn = Callable[[Transformer, Batch], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, state_shardings: TrainState,
-                    mesh: Mesh, loss_fn: LossFn = next_token_loss):
-  """`step(state, batch) -> (state, metrics)`: jit'd with explicit in/out shardings and donated state.
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    state_shardings: TrainState,
+    mesh: Mesh,
+    loss_fn: LossFn = next_token_loss,
+):
+    """`step(state, batch) -> (state, metrics)`: jit'd with explicit in/out shardings and donated state.
 
-  The batch's shardings come from the rule table and the batch's shapes; one compilation per shape.
-  """
+    The batch's shardings come from the rule table and the batch's shapes; one compilation per shape.
+    """
 
-  def step(state: TrainState, batch: Batch):
-    def loss_of(params):
-      return loss_fn(nnx.merge(graphdef, params), batch)
+    def step(state: TrainState, batch: Batch):
+        def loss_of(params):
+            return loss_fn(nnx.merge(graphdef, params), batch)
 
-    (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, metrics
+        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
 
-  compiled: dict[Any, Any] = {}
+    compiled: dict[Any, Any] = {}
 
-  def jitted_for(batch):
-    key = tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
-    if key not in compiled:
-      compiled[key] = jax.jit(step, in_shardings=(state_shardings, batch_shardings(mesh, batch)),
-                              out_shardings=(state_shardings, None), donate_argnums=(0,))
-    return compiled[key]
+    def jitted_for(batch):
+        key = tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
+        if key not in compiled:
+            compiled[key] = jax.jit(
+                step,
+                in_shardings=(state_shardings, batch_shardings(mesh, batch)),
+                out_shardings=(state_shardings, None),
+                donate_argnums=(0,),
+            )
+        return compiled[key]
 
-  def run(state: TrainState, batch: Batch):
-    with jax.set_mesh(mesh):
-      return jitted_for(batch)(state, batch)
+    def run(state: TrainState, batch: Batch):
+        with jax.set_mesh(mesh):
+            return jitted_for(batch)(state, batch)
 
-  run.jitted_for = jitted_for  # exposed for lowering / cost analysis in benchmarks
-  return run
+    run.jitted_for = jitted_for  # exposed for lowering / cost analysis in benchmarks
+    return run
