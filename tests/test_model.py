@@ -80,7 +80,7 @@ def test_decode_under_jit_with_donated_cache(model):
     tokens = _tokens((2, 3), 5)
     logits, cache = decode(state, tokens, jnp.broadcast_to(jnp.arange(3), (2, 3)), cache)
     np.testing.assert_allclose(logits, model(tokens), atol=1e-5)
-    assert cache[0].k.shape == (2, 8, CFG.n_kv_heads, CFG.head_dim)
+    assert cache[0].k.shape == (2, CFG.n_kv_heads, 8, CFG.head_dim)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ table in `alejax.parallel.rules` alone decides the layout.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -25,21 +26,34 @@ def _param(rngs: nnx.Rngs, init, shape, names, dtype) -> nnx.Param:
     return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=False)
 
 
+def dense(x: jax.Array, kernel: jax.Array, n_contract: int = 1) -> jax.Array:
+    """Contract x's last `n_contract` dims with the kernel's first ones, as ONE 2-D matmul.
+
+    [tokens, in] @ [in, out] keeps XLA's CPU matmul on its fast path: with 3-D einsums the 100M train
+    step was 1.27x slower on CPU (transposed gradients got fused into slow, unvectorised loops).
+    """
+    lead, contract = x.shape[: x.ndim - n_contract], x.shape[x.ndim - n_contract :]
+    out = kernel.shape[n_contract:]
+    k = math.prod(contract)
+    y = x.reshape(-1, k) @ kernel.reshape(k, -1)
+    return y.reshape(*lead, *out)
+
+
 class LayerCache(NamedTuple):
     """Keys and values of one layer; index along `length` is the token's absolute position."""
 
-    k: jax.Array  # [B, S, n_kv_heads, head_dim]
+    k: jax.Array  # [B, n_kv_heads, S, head_dim]: head-major, as attention reads it
     v: jax.Array
 
 
 KVCache = tuple[LayerCache, ...]
 
-CACHE_NAMES = ("batch", "cache_length", "kv_heads", "head_dim")
+CACHE_NAMES = ("batch", "kv_heads", "cache_length", "head_dim")
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
     """A zero KV cache for `batch_size` rows of up to `max_length` positions."""
-    shape = (batch_size, max_length, config.n_kv_heads, config.head_dim)
+    shape = (batch_size, config.n_kv_heads, max_length, config.head_dim)
     dtype = config.jnp_dtype if dtype is None else dtype
 
     def zeros():
@@ -95,7 +109,7 @@ class Attention(nnx.Module):
 
     def _project(self, x, name):
         dtype = self.config.jnp_dtype
-        y = jnp.einsum("btd,dhk->bthk", x, getattr(self, name)[...].astype(dtype))
+        y = dense(x, getattr(self, name)[...].astype(dtype))
         if self.config.qkv_bias:
             y = y + getattr(self, name + "_bias")[...].astype(dtype)
         return y
@@ -117,31 +131,37 @@ class Attention(nnx.Module):
             causal = jnp.tril(jnp.ones((t, t), dtype=bool))
             same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
             mask = causal[None] & same_segment & (segment_ids[:, None, :] > 0)
-            keys, values, new_cache = k, v, None
+            keys, values, new_cache = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), None
         else:
             # Write this chunk at its absolute positions, then attend over the whole cache. A row's cache
             # holds one sequence from position 0, so "key position <= query position" is the full mask;
             # entries beyond a row's length are stale and masked. Out-of-range writes (padding) are dropped.
-            rows = jnp.arange(x.shape[0])[:, None]
-            keys = cache.k.at[rows, positions].set(k.astype(cache.k.dtype), mode="drop")
-            values = cache.v.at[rows, positions].set(v.astype(cache.v.dtype), mode="drop")
+            rows = jnp.arange(x.shape[0])[:, None, None]
+            heads = jnp.arange(c.n_kv_heads)[None, :, None]
+            at = (rows, heads, positions[:, None, :])
+            keys = cache.k.at[at].set(k.transpose(0, 2, 1, 3).astype(cache.k.dtype), mode="drop")
+            values = cache.v.at[at].set(v.transpose(0, 2, 1, 3).astype(cache.v.dtype), mode="drop")
             keys = constrain(keys, CACHE_NAMES)
             values = constrain(values, CACHE_NAMES)
             new_cache = LayerCache(keys, values)
-            key_positions = jnp.arange(cache.k.shape[1])
+            key_positions = jnp.arange(cache.k.shape[2])
             mask = key_positions[None, None, :] <= positions[:, :, None]
             keys, values = keys.astype(q.dtype), values.astype(q.dtype)
 
-        # Grouped-query attention without repeating k/v: queries grouped per kv head.
+        # Grouped-query attention without repeating k/v. Head-major layout [b, kv, groups*t, d]: the
+        # two batched matmuls then need no transposes of the [.., t, s] score tensors in the backward
+        # pass, only of q/k/v/out (measured 1.13x faster fwd+bwd at 100M, T=512 on CPU than a grouped 5-D einsum).
         b, t, h, d = q.shape
-        groups = h // c.n_kv_heads
-        q = q.reshape(b, t, c.n_kv_heads, groups, d)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32) * (d**-0.5)
+        kv, groups, s_len = c.n_kv_heads, h // c.n_kv_heads, keys.shape[2]
+        q = q.reshape(b, t, kv, groups, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, groups * t, d)
+        scores = jnp.einsum("bkqd,bksd->bkqs", q, keys).astype(jnp.float32) * (d**-0.5)
+        scores = scores.reshape(b, kv, groups, t, s_len)
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, h, d)
+        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, groups * t, s_len)
+        out = jnp.einsum("bkqs,bksd->bkqd", probs, values)
+        out = out.reshape(b, kv, groups, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(c.jnp_dtype))
+        out = dense(out, self.o[...].astype(c.jnp_dtype), n_contract=2)
         return constrain(out, ("batch", "length", "act_embed")), new_cache
 
 
@@ -159,10 +179,10 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         dtype = self.config.jnp_dtype
-        gate = jnp.einsum("btd,dm->btm", x, self.gate[...].astype(dtype))
-        up = jnp.einsum("btd,dm->btm", x, self.up[...].astype(dtype))
+        gate = dense(x, self.gate[...].astype(dtype))
+        up = dense(x, self.up[...].astype(dtype))
         hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-        out = jnp.einsum("btm,md->btd", hidden, self.down[...].astype(dtype))
+        out = dense(hidden, self.down[...].astype(dtype))
         return constrain(out, ("batch", "length", "act_embed"))
 
 
@@ -241,9 +261,9 @@ class Transformer(nnx.Module):
         """Project hidden states to vocabulary logits (f32)."""
         c = self.config
         if c.tie_embeddings:
-            out = jnp.einsum("btd,vd->btv", hidden, self.embedding[...].astype(c.jnp_dtype))
+            out = dense(hidden, self.embedding[...].astype(c.jnp_dtype).T)
         else:
-            out = jnp.einsum("btd,dv->btv", hidden, self.lm_head[...].astype(c.jnp_dtype))
+            out = dense(hidden, self.lm_head[...].astype(c.jnp_dtype))
         return constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
 
     def __call__(
