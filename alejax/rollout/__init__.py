@@ -1,0 +1,19 @@
+"""Rollout: the jit'd sampler on the shared model and the multi-turn slot scheduler that calls envs."""
+
+from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length, sample_logits
+from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler, RolloutStats
+from alejax.rollout.trajectory import Trajectory, TrajectoryBatch, collate
+
+__all__ = [
+    "Sampler",
+    "SamplingConfig",
+    "bucket_length",
+    "sample_logits",
+    "EpisodeRequest",
+    "RolloutConfig",
+    "RolloutScheduler",
+    "RolloutStats",
+    "Trajectory",
+    "TrajectoryBatch",
+    "collate",
+]

@@ -1,0 +1,245 @@
+"""A jit'd sampler on the one model graph: prefill and segmented decode against a preallocated KV cache.
+
+Rows ("slots") are independent: each has its own position, so a batch can hold sequences at different
+points (continuous batching). Two compiled programs do all the work:
+
+  prefill(chunk [B, L], start [B], length [B])  writes each row's chunk at its own positions and samples
+                                                 the token after it (rows with length 0 are untouched)
+  decode(token [B], position [B], budget [B])    runs up to `segment` steps in a `lax.while_loop`, never
+                                                 returning to Python per token; a row stops at a stop token
+                                                 or when its budget of new tokens is spent
+
+Chunk lengths are padded to power-of-two buckets, so a warmed-up sampler does not recompile. Writes at
+positions >= the cache length are dropped, which is how idle rows stay untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from alejax.models.transformer import KVCache, Transformer, init_cache
+from alejax.parallel.rules import logical_to_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+
+    def __post_init__(self):
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"bad sampling config {self}")
+
+
+def sample_logits(logits: jax.Array, rng: jax.Array, config: SamplingConfig):
+    """Next token and its behaviour log-prob μ = log softmax(logits / T) (top-k / top-p only restrict
+    which tokens may be drawn; μ is the tempered full distribution, what the trainer recomputes)."""
+    logits = logits.astype(jnp.float32)
+    if config.temperature == 0:
+        token = jnp.argmax(logits, axis=-1)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+    else:
+        scaled = logits / config.temperature
+        log_probs = jax.nn.log_softmax(scaled, axis=-1)
+        masked = scaled
+        if config.top_k:
+            kth = jax.lax.top_k(scaled, config.top_k)[0][..., -1:]
+            masked = jnp.where(scaled < kth, -jnp.inf, masked)
+        if config.top_p < 1.0:
+            sorted_logits = jnp.sort(masked, axis=-1)[..., ::-1]
+            cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+            # Keep the smallest set whose mass reaches top_p (the first token is always kept).
+            cutoff_index = jnp.sum(cumulative < config.top_p, axis=-1, keepdims=True)
+            cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
+            masked = jnp.where(masked < cutoff, -jnp.inf, masked)
+        token = jax.random.categorical(rng, masked, axis=-1)
+    logp = jnp.take_along_axis(log_probs, token[..., None], axis=-1)[..., 0]
+    return token.astype(jnp.int32), logp
+
+
+def bucket_length(n: int, minimum: int = 16, maximum: int | None = None) -> int:
+    """Smallest power of two >= n (at least `minimum`), capped at `maximum`."""
+    size = max(minimum, 1 << max(n - 1, 0).bit_length())
+    return size if maximum is None else min(size, maximum)
+
+
+class Sampler:
+    """Holds the compiled prefill/decode programs for one model, batch size and cache length."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        batch_size: int,
+        max_length: int,
+        sampling: SamplingConfig = SamplingConfig(),
+        stop_ids: Sequence[int] = (),
+        segment: int = 32,
+        mesh: Mesh | None = None,
+        cache_dtype=None,
+    ):
+        self.graphdef, self.params = nnx.split(model)
+        self.config = model.config
+        self.batch_size, self.max_length, self.segment = batch_size, max_length, segment
+        self.sampling = sampling
+        self.stop_ids = jnp.asarray(list(stop_ids) or [-1], jnp.int32)
+        self.mesh = mesh
+        self.cache_dtype = cache_dtype
+        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
+        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), static_argnames=("steps",))
+        self.compilations = 0  # counted in the traced bodies: a trace is a compilation
+
+    # -- state --------------------------------------------------------------------------------------
+    def init_cache(self) -> KVCache:
+        with self._mesh_context():
+            return jax.jit(
+                functools.partial(init_cache, self.config, self.batch_size, self.max_length, self.cache_dtype)
+            )()
+
+    def update_params(self, params) -> None:
+        """Weight sync from the trainer (same structure; resharded to this sampler's layout by jit)."""
+        self.params = params
+
+    def _mesh_context(self):
+        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+
+    def _row_sharding(self, x):
+        if self.mesh is None:
+            return x
+        spec = logical_to_spec(("batch", "length")[: x.ndim], x.shape, self.mesh)
+        return jax.device_put(x, NamedSharding(self.mesh, spec))
+
+    # -- prefill -------------------------------------------------------------------------------------
+    def _prefill_impl(self, params, cache, chunk, start, length, rng):
+        self.compilations += 1
+        model = nnx.merge(self.graphdef, params)
+        width = chunk.shape[1]
+        offsets = jnp.arange(width)[None, :]
+        # Padding and idle rows write at an out-of-range position: the cache drops those writes.
+        positions = jnp.where(offsets < length[:, None], start[:, None] + offsets, self.max_length)
+        hidden, cache = model.hidden_states(chunk, positions=positions, cache=cache)
+        last = jnp.take_along_axis(hidden, jnp.maximum(length - 1, 0)[:, None, None], axis=1)
+        token, logp = sample_logits(model.logits(last)[:, 0], rng, self.sampling)
+        return cache, token, logp
+
+    def prefill(self, cache: KVCache, chunks: Sequence[Sequence[int] | None], starts: Sequence[int], rng):
+        """Write chunks[b] at positions starts[b].. (None or empty = row untouched).
+
+        Returns (cache, next_token [B], next_logp [B]) as host numpy arrays for the rows' next token.
+        """
+        lengths = np.array([0 if c is None else len(c) for c in chunks], np.int32)
+        if np.any(np.asarray(starts) + lengths > self.max_length):
+            raise ValueError("a chunk does not fit in the cache; check the context limit before prefill")
+        width = bucket_length(int(lengths.max(initial=1)), maximum=self.max_length)
+        buffer = np.zeros((self.batch_size, width), np.int32)
+        for row, chunk in enumerate(chunks):
+            if chunk:
+                buffer[row, : len(chunk)] = chunk
+        with self._mesh_context():
+            cache, token, logp = self._prefill(
+                self.params,
+                cache,
+                self._row_sharding(buffer),
+                self._row_sharding(np.asarray(starts, np.int32)),
+                self._row_sharding(lengths),
+                rng,
+            )
+        return cache, token, logp
+
+    # -- decode --------------------------------------------------------------------------------------
+    def _decode_impl(self, params, cache, token, position, budget, rng, steps):
+        self.compilations += 1
+        model = nnx.merge(self.graphdef, params)
+        batch = token.shape[0]
+        out_tokens = jnp.zeros((batch, steps), jnp.int32)
+        out_logp = jnp.zeros((batch, steps), jnp.float32)
+        active = budget > 0
+
+        def cond(carry):
+            step, *_, active, _ = carry
+            return (step < steps) & jnp.any(active)
+
+        def body(carry):
+            step, cache, token, position, out_tokens, out_logp, count, active, rng = carry
+            rng, key = jax.random.split(rng)
+            feed_position = jnp.where(active, position, self.max_length)  # idle rows: dropped writes
+            logits, cache = model(token[:, None], positions=feed_position[:, None], cache=cache)
+            new_token, logp = sample_logits(logits[:, 0], key, self.sampling)
+            out_tokens = out_tokens.at[:, step].set(jnp.where(active, new_token, 0))
+            out_logp = out_logp.at[:, step].set(jnp.where(active, logp, 0.0))
+            count = count + active
+            position = position + active
+            token = jnp.where(active, new_token, token)
+            stopped = jnp.isin(new_token, self.stop_ids) | (count >= budget) | (position >= self.max_length)
+            return step + 1, cache, token, position, out_tokens, out_logp, count, active & ~stopped, rng
+
+        carry = (0, cache, token, position, out_tokens, out_logp, jnp.zeros_like(budget), active, rng)
+        _, cache, token, position, out_tokens, out_logp, count, active, _ = jax.lax.while_loop(
+            cond, body, carry
+        )
+        return cache, out_tokens, out_logp, count, active
+
+    def decode(self, cache: KVCache, token, position, budget, rng, steps: int | None = None):
+        """Feed `token[b]` at `position[b]` and sample up to min(steps, budget[b]) new tokens per row.
+
+        Returns (cache, tokens [B, steps], logp [B, steps], count [B], still_active [B]); a row's new tokens
+        are tokens[b, :count[b]]; a row still active hit the segment end, not a stop token or its budget.
+        """
+        with self._mesh_context():
+            return self._decode(
+                self.params,
+                cache,
+                self._row_sharding(np.asarray(token, np.int32)),
+                self._row_sharding(np.asarray(position, np.int32)),
+                self._row_sharding(np.asarray(budget, np.int32)),
+                rng,
+                steps=steps or self.segment,
+            )
+
+    # -- convenience ---------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int], seed: int = 0):
+        """Single-turn generation for up to `batch_size` prompts: (tokens, logps) lists per prompt."""
+        if len(prompts) > self.batch_size:
+            raise ValueError(f"{len(prompts)} prompts for a sampler of batch size {self.batch_size}")
+        n = len(prompts)
+        chunks = list(prompts) + [None] * (self.batch_size - n)
+        budgets = np.zeros(self.batch_size, np.int32)
+        budgets[:n] = max_new_tokens
+        rng = jax.random.key(seed)
+        rng, key = jax.random.split(rng)
+        cache, token, logp = self.prefill(self.init_cache(), chunks, [0] * self.batch_size, key)
+        token, logp = np.asarray(token), np.asarray(logp)
+        outputs = [[int(token[b])] for b in range(n)]
+        logps = [[float(logp[b])] for b in range(n)]
+        position = np.array([len(c) if c else 0 for c in chunks], np.int32)
+        stop = set(np.asarray(self.stop_ids).tolist())
+        budget = np.where(budgets > 1, budgets - 1, 0)
+        for b in range(n):
+            if outputs[b][0] in stop:
+                budget[b] = 0
+        budget = np.minimum(budget, self.max_length - 1 - position).clip(0)
+        while budget.any():
+            rng, key = jax.random.split(rng)
+            cache, tokens, lps, count, _ = self.decode(
+                cache, [o[-1] for o in outputs] + [0] * (self.batch_size - n), position, budget, key
+            )
+            tokens, lps, count = np.asarray(tokens), np.asarray(lps), np.asarray(count)
+            for b in range(n):
+                new = tokens[b, : count[b]].tolist()
+                outputs[b] += new
+                logps[b] += lps[b, : count[b]].tolist()
+                if new and new[-1] in stop:
+                    budget[b] = 0
+                else:
+                    budget[b] -= count[b]
+            position = position + count
+        return outputs, logps

@@ -1,0 +1,326 @@
+"""The slot scheduler: whole multi-turn episodes on a batch of KV-cache slots (continuous batching).
+
+Each slot holds one episode. The loop, until every requested episode is done:
+  1. free slots take the next request and ask the env pool for a reset (a future)
+  2. finished env futures are harvested: the observation is rendered with the chat template and queued
+     for prefill into the same slot; a terminal step ends the episode and frees the slot
+  3. all queued slots are prefilled in one call, which also samples each slot's first token of the turn
+  4. the decoding slots run one decode segment; a slot whose turn ended (end-of-turn token, or its
+     per-turn budget) hands its action text to the env pool and waits
+  5. with nothing to decode, the loop blocks until some env future completes
+Env steps run in the pool's threads/processes while other slots decode. An episode whose env failed
+(aborted) is re-sampled from the same seed, up to `max_attempts`, then reported as aborted — never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import enum
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from alejax.agent.chat import EpisodeChat
+from alejax.data.tokenizer import Tokenizer
+from alejax.envs.base import EnvPool
+from alejax.rollout.sampler import Sampler
+from alejax.rollout.trajectory import Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeRequest:
+    task_seed: int
+    group_id: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    max_turns: int = 8
+    max_new_tokens_per_turn: int = 64
+    max_attempts: int = 3  # resets of an aborted episode (same seed) before it is reported as aborted
+    observation_role: str = "tool"  # chat role of env observations after the first (the env may override)
+    wait_timeout_s: float = 60.0  # no env future finished for this long with nothing to decode: error
+
+
+class SlotState(enum.Enum):
+    FREE = "free"
+    WAIT_ENV = "wait_env"
+    PREFILL = "prefill"
+    DECODING = "decoding"
+
+
+@dataclasses.dataclass
+class _Slot:
+    state: SlotState = SlotState.FREE
+    request: EpisodeRequest | None = None
+    attempt: int = 0
+    trajectory: Trajectory | None = None
+    chat: EpisodeChat | None = None
+    future: concurrent.futures.Future | None = None
+    position: int = 0  # tokens whose keys/values are in this slot's cache
+    turn_tokens: list[int] = dataclasses.field(default_factory=list)
+    action_text: str = ""
+
+
+@dataclasses.dataclass
+class RolloutStats:
+    episodes: int = 0
+    aborted_resamples: int = 0
+    generated_tokens: int = 0
+    decode_row_steps: int = 0  # rows x steps of the decode segments run
+    occupied_slot_s: float = 0.0  # integral over time of slots holding a live episode
+    wall_s: float = 0.0
+    time_decode_s: float = 0.0
+    time_prefill_s: float = 0.0
+    time_env_wait_s: float = 0.0
+
+    @property
+    def slot_utilization(self) -> float:
+        """Fraction of slot-time that held a live episode (decoding, prefilling or waiting on its env)."""
+        return self.occupied_slot_s / max(self.wall_s * self._n_slots, 1e-9)
+
+    @property
+    def decode_row_utilization(self) -> float:
+        """Fraction of decode row-steps that produced a token (idle rows in a segment waste compute)."""
+        return self.generated_tokens / max(self.decode_row_steps, 1)
+
+    _n_slots: int = 1
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
+        out.update(slot_utilization=self.slot_utilization, decode_row_utilization=self.decode_row_utilization)
+        return out
+
+
+class RolloutScheduler:
+    def __init__(
+        self,
+        sampler: Sampler,
+        tokenizer: Tokenizer,
+        env_pool: EnvPool,
+        *,
+        system_prompt: str = "",
+        tools: list[dict] | None = None,
+        config: RolloutConfig = RolloutConfig(),
+        seed: int = 0,
+    ):
+        self.sampler, self.tokenizer, self.pool, self.config = sampler, tokenizer, env_pool, config
+        self.system_prompt, self.tools = system_prompt, tools
+        self.eos_id = tokenizer.eos_id
+        self.rng = jax.random.key(seed)
+        self.cache = sampler.init_cache()
+        self.slots = [_Slot() for _ in range(sampler.batch_size)]
+        self._next_episode_id = 0
+
+    # -- public --------------------------------------------------------------------------------------
+    def collect(self, requests: Sequence[EpisodeRequest]) -> tuple[list[Trajectory], RolloutStats]:
+        self._queue = queue = collections.deque((r, 1) for r in requests)
+        self._done = done = []
+        self._stats = stats = RolloutStats(_n_slots=len(self.slots))
+        start = last = time.perf_counter()
+        while queue or any(s.state is not SlotState.FREE for s in self.slots):
+            for slot in self.slots:
+                if slot.state is SlotState.FREE and queue:
+                    self._start_episode(slot, *queue.popleft())
+            for slot in self.slots:
+                if slot.state is SlotState.WAIT_ENV and slot.future.done():
+                    self._on_env_result(slot, slot.future.result())
+            if any(s.state is SlotState.PREFILL for s in self.slots):
+                t = time.perf_counter()
+                self._prefill()
+                stats.time_prefill_s += time.perf_counter() - t
+            if any(s.state is SlotState.DECODING for s in self.slots):
+                t = time.perf_counter()
+                self._decode_segment()
+                stats.time_decode_s += time.perf_counter() - t
+            elif not any(s.state is SlotState.PREFILL for s in self.slots):
+                waiting = [s.future for s in self.slots if s.state is SlotState.WAIT_ENV]
+                if waiting:
+                    t = time.perf_counter()
+                    finished, _ = concurrent.futures.wait(
+                        waiting,
+                        timeout=self.config.wait_timeout_s,
+                        return_when=concurrent.futures.FIRST_COMPLETED,
+                    )
+                    stats.time_env_wait_s += time.perf_counter() - t
+                    if not finished:
+                        raise TimeoutError(
+                            f"no environment answered within {self.config.wait_timeout_s}s; the env pool "
+                            "must time out hung steps itself"
+                        )
+            now = time.perf_counter()
+            stats.occupied_slot_s += (now - last) * sum(s.state is not SlotState.FREE for s in self.slots)
+            last = now
+        stats.wall_s = time.perf_counter() - start
+        stats.episodes = len(done)
+        return done, stats
+
+    # -- episode lifecycle ----------------------------------------------------------------------------
+    def _start_episode(self, slot: _Slot, request: EpisodeRequest, attempt: int) -> None:
+        episode_id = self._next_episode_id
+        self._next_episode_id += 1
+        slot.request, slot.attempt = request, attempt
+        slot.trajectory = Trajectory(
+            episode_id=episode_id, task_seed=request.task_seed, group_id=request.group_id
+        )
+        slot.chat = EpisodeChat(self.tokenizer, self.system_prompt, self.tools)
+        slot.position, slot.turn_tokens, slot.action_text = 0, [], ""
+        slot.future = self.pool.reset(episode_id, request.task_seed)
+        slot.state = SlotState.WAIT_ENV
+
+    def _on_env_result(self, slot: _Slot, result) -> None:
+        traj = slot.trajectory
+        info = dict(result.info)
+        if info.get("aborted"):
+            self._abort(slot, info.get("error", "environment failure"))
+            return
+        first = not traj.tokens
+        if not first:
+            traj.turn_rewards.append(float(result.reward))
+            traj.info.update(info)
+            if result.terminated or result.truncated:
+                slot.chat.add_final_turn(slot.action_text)
+                traj.terminated, traj.truncated = bool(result.terminated), bool(result.truncated)
+                self._finish(slot)
+                return
+            if traj.n_turns >= self.config.max_turns:
+                slot.chat.add_final_turn(slot.action_text)
+                traj.truncated = True
+                traj.info["truncated_by"] = "turn_limit"
+                self._finish(slot)
+                return
+            role = info.get("role", self.config.observation_role)
+            text = slot.chat.add_turn(slot.action_text, result.observation, role=role)
+        else:
+            traj.info.update(info)
+            text = slot.chat.start(result.observation)
+        tokens = self.tokenizer.encode(text)
+        if len(traj.tokens) + len(tokens) + 1 >= self.sampler.max_length:
+            # No room for the observation and at least one generated token: end as truncated, keeping
+            # everything produced so far.
+            traj.truncated = True
+            traj.info["truncated_by"] = "context_limit"
+            if first:
+                traj.add_context(tokens[: self.sampler.max_length])
+            self._finish(slot)
+            return
+        traj.add_context(tokens)
+        slot.state = SlotState.PREFILL
+
+    def _abort(self, slot: _Slot, error: str) -> None:
+        self.pool.release(slot.trajectory.episode_id)
+        if slot.attempt < self.config.max_attempts:
+            self._stats.aborted_resamples += 1
+            self._queue.appendleft((slot.request, slot.attempt + 1))  # same seed, re-sampled first
+            self._free(slot)
+        else:
+            slot.trajectory.aborted = True
+            slot.trajectory.info.update(error=error, attempts=slot.attempt)
+            self._finish(slot)
+
+    def _finish(self, slot: _Slot) -> None:
+        traj = slot.trajectory
+        traj.messages = list(slot.chat.messages)
+        if traj.tokens and traj.messages[-1]["role"] == "assistant":
+            # The template's text after the last end-of-turn token (e.g. a newline): context, no loss, so
+            # the trajectory's tokens are exactly the template's rendering of its turns.
+            rendered, text = slot.chat.render(), self.tokenizer.decode(traj.tokens)
+            if rendered.startswith(text):
+                traj.add_context(self.tokenizer.encode(rendered[len(text) :]))
+        traj.info.setdefault("attempts", slot.attempt)
+        self.pool.release(traj.episode_id)
+        self._done.append(traj)
+        self._free(slot)
+
+    def _free(self, slot) -> None:
+        slot.state, slot.trajectory, slot.chat, slot.future, slot.request = (
+            SlotState.FREE,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    # -- model ---------------------------------------------------------------------------------------
+    def _split(self):
+        self.rng, key = jax.random.split(self.rng)
+        return key
+
+    def _prefill(self) -> None:
+        rows = [i for i, s in enumerate(self.slots) if s.state is SlotState.PREFILL]
+        chunks = [None] * len(self.slots)
+        starts = [0] * len(self.slots)
+        for i in rows:
+            slot = self.slots[i]
+            chunks[i] = slot.trajectory.tokens[slot.position :]  # includes the unfed end-of-turn token
+            starts[i] = slot.position
+        self.cache, token, logp = self.sampler.prefill(self.cache, chunks, starts, self._split())
+        token, logp = np.asarray(token), np.asarray(logp)
+        for i in rows:
+            slot = self.slots[i]
+            slot.position = len(slot.trajectory.tokens)
+            slot.turn_tokens = []
+            self._append_generated(slot, [int(token[i])], [float(logp[i])])
+            if self._turn_over(slot):
+                self._end_turn(slot)
+            else:
+                slot.state = SlotState.DECODING
+
+    def _decode_segment(self) -> None:
+        n = len(self.slots)
+        token, position, budget = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32)
+        for i, slot in enumerate(self.slots):
+            if slot.state is SlotState.DECODING:
+                token[i] = slot.trajectory.tokens[slot.position]
+                position[i] = slot.position
+                budget[i] = self._budget(slot)
+        self.cache, tokens, logps, count, _ = self.sampler.decode(
+            self.cache, token, position, budget, self._split()
+        )
+        tokens, logps, count = np.asarray(tokens), np.asarray(logps), np.asarray(count)
+        self._stats.decode_row_steps += n * int(count.max(initial=0))
+        for i, slot in enumerate(self.slots):
+            if slot.state is not SlotState.DECODING:
+                continue
+            k = int(count[i])
+            slot.position += k
+            self._append_generated(slot, tokens[i, :k].tolist(), logps[i, :k].tolist())
+            if self._turn_over(slot):
+                self._end_turn(slot)
+
+    def _append_generated(self, slot: _Slot, tokens: list[int], logps: list[float]) -> None:
+        slot.trajectory.add_generated(
+            tokens, logps, chunk=slot.trajectory.n_turns + (0 if slot.turn_tokens else 1)
+        )
+        slot.turn_tokens += tokens
+        self._stats.generated_tokens += len(tokens)
+
+    def _budget(self, slot) -> int:
+        per_turn = self.config.max_new_tokens_per_turn - len(slot.turn_tokens)
+        return max(0, min(per_turn, self.sampler.max_length - 1 - slot.position))
+
+    def _turn_over(self, slot) -> bool:
+        return bool(slot.turn_tokens) and (slot.turn_tokens[-1] == self.eos_id or self._budget(slot) == 0)
+
+    def _end_turn(self, slot) -> None:
+        tokens = slot.turn_tokens
+        if tokens[-1] != self.eos_id:
+            # Cut by the budget: close the turn with an end-of-turn token the model did not choose (no loss
+            # on it), so the transcript keeps the chat format.
+            slot.trajectory.add_context([self.eos_id])
+            slot.trajectory.info["cut_turns"] = slot.trajectory.info.get("cut_turns", 0) + 1
+        else:
+            tokens = tokens[:-1]
+        slot.action_text = self.tokenizer.decode(tokens)
+        if len(slot.trajectory.tokens) >= self.sampler.max_length:
+            slot.chat.add_final_turn(slot.action_text)
+            slot.trajectory.truncated = True
+            slot.trajectory.info["truncated_by"] = "context_limit"
+            self._finish(slot)
+            return
+        slot.future = self.pool.step(slot.trajectory.episode_id, slot.action_text)
+        slot.state = SlotState.WAIT_ENV

@@ -1,0 +1,241 @@
+"""Sampler parity with the full forward pass, bucketing, and the multi-turn slot scheduler."""
+
+import random
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alejax.data.synthetic import generate_corpus
+from alejax.data.tokenizer import train_bpe
+from alejax.envs.base import ThreadEnvPool
+from alejax.models import ModelConfig, create_model
+from alejax.parallel import make_mesh
+from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
+from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
+from alejax.rollout.trajectory import collate
+from alejax.train.step import token_logprobs
+
+CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_model(CFG, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe(generate_corpus(300, seed=0), vocab_size=400)
+
+
+def _prompts(lengths, seed=0, vocab=97):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab, n).tolist() for n in lengths]
+
+
+def _teacher_forced(model, prompt, generated):
+    logp, _ = token_logprobs(model, {"tokens": jnp.asarray([prompt + generated])})
+    return np.asarray(logp[0, len(prompt) :])
+
+
+def test_greedy_equals_stepwise_argmax_of_the_full_forward(model):
+    sampler = Sampler(model, batch_size=4, max_length=64, sampling=SamplingConfig(temperature=0), segment=5)
+    prompts = _prompts([3, 9, 17])
+    outputs, logps = sampler.generate(prompts, 12)
+    for prompt, out, lp in zip(prompts, outputs, logps):
+        seq = list(prompt)
+        for _ in range(12):
+            seq.append(int(jnp.argmax(model(jnp.asarray([seq]))[0, -1])))
+        assert out == seq[len(prompt) :]
+        np.testing.assert_allclose(lp, _teacher_forced(model, prompt, out), atol=1e-4)
+
+
+@pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.7, top_k=8, top_p=0.9)])
+def test_behaviour_logprobs_equal_teacher_forced(model, sampling):
+    sampler = Sampler(model, batch_size=4, max_length=64, sampling=sampling, segment=7)
+    prompts = _prompts([4, 11, 2, 20], seed=1)
+    outputs, logps = sampler.generate(prompts, 16, seed=5)
+    errors = []
+    for prompt, out, lp in zip(prompts, outputs, logps):
+        # μ is log softmax(logits / T) of the full distribution.
+        logits = model(jnp.asarray([prompt + out]))[0, len(prompt) - 1 : -1] / sampling.temperature
+        expected = jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(out)[:, None], axis=-1)[:, 0]
+        errors.append(np.abs(np.asarray(expected) - np.asarray(lp)).max())
+    assert max(errors) < 1e-4, errors
+    # Sampling is not greedy: different seeds give different continuations.
+    assert sampler.generate(prompts, 16, seed=6)[0] != outputs
+
+
+def test_top_k_restricts_the_draw(model):
+    sampler = Sampler(model, batch_size=2, max_length=48, sampling=SamplingConfig(1.0, top_k=1), segment=8)
+    greedy = Sampler(model, batch_size=2, max_length=48, sampling=SamplingConfig(0.0), segment=8)
+    prompts = _prompts([5, 6], seed=2)
+    assert sampler.generate(prompts, 10, seed=1)[0] == greedy.generate(prompts, 10)[0]
+
+
+def test_stop_tokens_and_per_row_budgets(model):
+    sampler = Sampler(model, batch_size=3, max_length=64, sampling=SamplingConfig(0.0), segment=4)
+    prompts = _prompts([6, 6, 6], seed=3)
+    free, _ = sampler.generate(prompts, 10)
+    stop = free[0][3]
+    stopping = Sampler(
+        model, batch_size=3, max_length=64, sampling=SamplingConfig(0.0), stop_ids=[stop], segment=4
+    )
+    outputs, _ = stopping.generate(prompts, [10, 2, 7])
+    first_stop = free[0].index(stop)
+    assert outputs[0] == free[0][: first_stop + 1]  # ends with the stop token
+    assert len(outputs[1]) == min(2, (free[1].index(stop) + 1) if stop in free[1] else 2)
+    assert len(outputs[2]) <= 7
+
+
+def test_warm_sampler_does_not_recompile_over_mixed_lengths(model):
+    sampler = Sampler(model, batch_size=4, max_length=160, sampling=SamplingConfig(1.0), segment=8)
+    for n in (10, 20, 40, 100):  # one request per bucket: 16, 32, 64, 128
+        sampler.generate(_prompts([n]), 3)
+    warm = sampler.compilations
+    assert warm == 5  # four prefill buckets + one decode program
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        lengths = rng.integers(1, 110, size=rng.integers(1, 5)).tolist()
+        sampler.generate(_prompts(lengths, seed=i), int(rng.integers(1, 20)), seed=i)
+    assert sampler.compilations == warm
+    assert [bucket_length(n) for n in (1, 16, 17, 100, 300)] == [16, 16, 32, 128, 512]
+
+
+def test_sampling_on_8_devices_equals_single_device():
+    cfg = CFG.replace(n_heads=8, n_kv_heads=2)
+    prompts = _prompts([5, 9, 3, 12, 7, 1, 15, 4], seed=4)
+    single = Sampler(
+        create_model(cfg, seed=2), batch_size=8, max_length=48, sampling=SamplingConfig(0.0), segment=6
+    )
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    sharded = Sampler(
+        create_model(cfg, mesh, seed=2), 8, 48, sampling=SamplingConfig(0.0), segment=6, mesh=mesh
+    )
+    out_a, lp_a = single.generate(prompts, 10)
+    out_b, lp_b = sharded.generate(prompts, 10)
+    assert out_a == out_b
+    np.testing.assert_allclose(np.concatenate(lp_a), np.concatenate(lp_b), atol=1e-4)
+    cache = sharded.init_cache()
+    assert cache[0].k.sharding.spec[0] == ("data", "fsdp") and cache[0].k.sharding.spec[1] == "tensor"
+
+
+# ------------------------------------------------------------------------------------------------------
+# The scheduler
+
+
+class CountingEnv:
+    """Three turns; each step sleeps a seeded random latency; optionally crashes."""
+
+    tools: list = []
+    system_prompt = "Count with me."
+    crashes: dict = {}  # seed -> number of resets that still crash (shared, so re-samples can succeed)
+
+    def __init__(self, latency=(0.005, 0.05), turns=3):
+        self.latency, self.turns = latency, turns
+
+    def reset(self, seed):
+        self.rng, self.t, self.seed = random.Random(seed), 0, seed
+        return f"task {seed}: say anything", {}
+
+    def step(self, action):
+        if CountingEnv.crashes.get(self.seed, 0) > 0:
+            CountingEnv.crashes[self.seed] -= 1
+            raise RuntimeError("worker crashed")
+        time.sleep(self.rng.uniform(*self.latency))
+        self.t += 1
+        done = self.t >= self.turns
+        return f"observation {self.t}", float(self.t == self.turns), done, False, {"success": done}
+
+
+def _scheduler(tokenizer, batch_size=4, env=CountingEnv, max_turns=6, max_new=10, max_length=512, seed=0):
+    cfg = CFG.replace(vocab_size=tokenizer.vocab_size)
+    sampler = Sampler(
+        create_model(cfg, seed=3),
+        batch_size,
+        max_length,
+        SamplingConfig(1.0),
+        stop_ids=[tokenizer.eos_id],
+        segment=6,
+    )
+    pool = ThreadEnvPool(env, max_concurrency=8)
+    config = RolloutConfig(max_turns=max_turns, max_new_tokens_per_turn=max_new)
+    return RolloutScheduler(
+        sampler, tokenizer, pool, system_prompt=env.system_prompt, config=config, seed=seed
+    ), pool
+
+
+def test_multi_turn_trajectory_is_the_chat_rendering_and_logps_match(tokenizer):
+    scheduler, pool = _scheduler(tokenizer)
+    trajectories, stats = scheduler.collect([EpisodeRequest(task_seed=s, group_id=s // 2) for s in range(6)])
+    pool.close()
+    assert sorted(t.task_seed for t in trajectories) == list(range(6))
+    model = scheduler.sampler
+    for traj in trajectories:
+        assert traj.terminated and not traj.truncated and traj.n_turns == 3 and traj.reward == 1.0
+        rendered = tokenizer.apply_chat_template(traj.messages)
+        assert tokenizer.decode(traj.tokens) == rendered
+        # The model's tokens are each turn's content and end-of-turn token; chunks are turns 1..3.
+        mask = np.asarray(traj.loss_mask, bool)
+        chunks = np.asarray(traj.chunk_id)
+        assert set(chunks[mask]) == {1, 2, 3} and not chunks[~mask].any()
+        assistant = [m["content"] for m in traj.messages if m["role"] == "assistant"]
+        for k, content in enumerate(assistant, start=1):
+            turn = [tok for tok, c in zip(traj.tokens, chunks) if c == k]
+            text = tokenizer.decode(turn)
+            assert text.startswith(content) and len(turn) <= 10
+        # μ from the sampler equals the teacher-forced log-probs of the spliced sequence.
+        graph_model = nnx.merge(model.graphdef, model.params)
+        logp, _ = token_logprobs(graph_model, {"tokens": jnp.asarray([traj.tokens])})
+        np.testing.assert_allclose(
+            np.asarray(logp[0])[mask], np.asarray(traj.behaviour_logp)[mask], atol=1e-4
+        )
+    batch = collate(trajectories)
+    assert batch.tokens.shape[0] == 6 and batch.loss_mask.sum() == sum(sum(t.loss_mask) for t in trajectories)
+    assert batch.success.all() and set(batch.group_id.tolist()) == {0, 1, 2}
+
+
+def test_slots_stay_busy_with_random_env_latency(tokenizer):
+    scheduler, pool = _scheduler(tokenizer, batch_size=4)
+    trajectories, stats = scheduler.collect([EpisodeRequest(task_seed=s) for s in range(16)])
+    pool.close()
+    assert len(trajectories) == 16 and stats.episodes == 16
+    assert stats.slot_utilization > 0.9, stats.as_dict()
+
+
+def test_aborted_episodes_are_resampled_from_the_same_seed_then_reported(tokenizer):
+    CountingEnv.crashes = {1: 1, 2: 99}
+    try:
+        scheduler, pool = _scheduler(tokenizer, batch_size=2)
+        trajectories, stats = scheduler.collect([EpisodeRequest(task_seed=s) for s in range(3)])
+        pool.close()
+    finally:
+        CountingEnv.crashes = {}
+    by_seed = {t.task_seed: t for t in trajectories}
+    assert sorted(by_seed) == [0, 1, 2]  # nothing dropped
+    assert not by_seed[1].aborted and by_seed[1].terminated and by_seed[1].info["attempts"] == 2
+    assert by_seed[2].aborted and "worker crashed" in by_seed[2].info["error"]
+    assert stats.aborted_resamples == 1 + 2  # seed 1 once, seed 2 until max_attempts=3
+
+
+def test_turn_and_context_limits_truncate_and_keep_tokens(tokenizer):
+    class Endless(CountingEnv):
+        def __init__(self):
+            super().__init__(latency=(0, 0), turns=10**9)
+
+    scheduler, pool = _scheduler(tokenizer, env=Endless, max_turns=2)
+    (traj,), _ = scheduler.collect([EpisodeRequest(task_seed=0)])
+    assert traj.truncated and not traj.terminated and traj.n_turns == 2
+    assert traj.info["truncated_by"] == "turn_limit"
+    assert tokenizer.decode(traj.tokens) == tokenizer.apply_chat_template(traj.messages)
+    pool.close()
+
+    scheduler, pool = _scheduler(tokenizer, env=Endless, max_turns=100, max_length=96)
+    (traj,), _ = scheduler.collect([EpisodeRequest(task_seed=0)])
+    assert traj.truncated and traj.info["truncated_by"] == "context_limit" and traj.n_turns >= 1
+    assert len(traj.tokens) <= 96 + 2 and sum(traj.loss_mask) > 0
+    pool.close()
