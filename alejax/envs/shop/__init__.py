@@ -1,0 +1,34 @@
+"""ShopSimulator in alejax: a seeded Chinese shopping world, its page machine and shopper, scoring, agents.
+
+    from alejax.envs import make
+    env = make("shop/single", world_seed=0, n_products=500, split="train")
+    observation, info = env.reset(seed=3)
+    observation, reward, terminated, truncated, info = env.step("search[纯棉 连衣裙]")
+
+Modules: `catalog` (vocabulary), `world` (generator, tasks, personas), `search` (BM25 index), `pages` (the
+env), `actions` (the action grammar), `shopper`, `scoring`, `metrics`, `agents`, `loader` (released JSONL),
+`evaluate` (baseline table).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from alejax.envs.base import register
+from alejax.envs.shop.actions import Action, format_action, parse_action
+from alejax.envs.shop.pages import SCENARIOS, ShopEnv
+from alejax.envs.shop.world import World, generate_world, get_world
+
+for _name in SCENARIOS:
+    register(f"shop/{_name}", functools.partial(ShopEnv, _name))
+
+__all__ = [
+    "SCENARIOS",
+    "Action",
+    "ShopEnv",
+    "World",
+    "format_action",
+    "generate_world",
+    "get_world",
+    "parse_action",
+]

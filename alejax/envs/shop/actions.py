@@ -1,0 +1,51 @@
+"""The action grammar, in one place. A policy, the scripted agents and the env all use it.
+
+    search[<keywords>]   type keywords into the search bar (only where the page shows one)
+    click[<value>]       click one of the page's clickables: a product id, an option value, `next >`,
+                         `< prev`, `back to search`, `description`, `features`, `reviews`, `buy now`
+    ask[<utterance>]     multi-turn scenarios only: say something to the shopper (a question, or a
+                         purchase proposal such as 就买这款可以吗？)
+
+An action is one line; an optional `Action:` prefix is tolerated. Anything else is an invalid action,
+reported and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+KINDS = ("search", "click", "ask")
+_ACTION = re.compile(
+    r"^\s*(?:action\s*[:：]\s*)?(search|click|ask)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL
+)
+
+
+class Action(NamedTuple):
+    kind: str
+    arg: str
+
+
+def parse_action(text: str) -> Action | None:
+    """`"click[B7K2QX]"` -> Action("click", "B7K2QX"); None when the text is not an action."""
+    match = _ACTION.match(text)
+    if match is None:
+        return None
+    return Action(match.group(1).lower(), match.group(2).strip())
+
+
+def format_action(kind: str, arg: str) -> str:
+    assert kind in KINDS, kind
+    return f"{kind}[{arg}]"
+
+
+def search(keywords: str) -> str:
+    return format_action("search", keywords)
+
+
+def click(value: str) -> str:
+    return format_action("click", value)
+
+
+def ask(utterance: str) -> str:
+    return format_action("ask", utterance)

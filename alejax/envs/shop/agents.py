@@ -1,0 +1,146 @@
+"""Scripted agents: the expert (the SFT data source) and two baselines (random, buy-the-first-result).
+
+Agents speak the action grammar of `actions.py` as plain text, exactly what a policy would emit. The expert
+is privileged (it reads `env.task`), but it finds product ids by reading the page like a policy must.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alejax.envs.shop import actions, pages
+
+
+def parse_observation(observation: str) -> tuple[list[str], bool, list[str]]:
+    """-> (page text parts, search bar shown, clickables)."""
+    lines = observation.split("\n")
+    parts = lines[0].split(pages.SEP) if lines else []
+    search = any(line == "[search] available" for line in lines)
+    clickables = []
+    for line in lines:
+        if line.startswith("[clickables]"):
+            rest = line[len("[clickables]") :].strip()
+            clickables = rest.split(" | ") if rest else []
+    return parts, search, clickables
+
+
+def user_request(parts: list[str]) -> str:
+    """The instruction (single-turn) or the shopper's line (multi-turn) on a page."""
+    for marker in ("Instruction:", "Shopper:"):
+        if marker in parts:
+            return parts[parts.index(marker) + 1]
+    return ""
+
+
+class ExpertAgent:
+    """Asks the shopper about every goal family (multi-turn), searches with the catalogue's own words, pages
+    through results to the target, selects the goal options, checks the features, proposes, buys."""
+
+    def reset(self, env: pages.ShopEnv, observation: str) -> None:
+        self.env = env
+        task = env.task
+        self.world = env.world
+        self.target_title = self.world.product(task.target).title
+        leaf = self.world.leaves[self.world.leaf_of[task.target]] if hasattr(self.world, "leaves") else None
+        words = [leaf.name] if leaf is not None else [task.type_nouns[0]]
+        words += [a for a in task.attributes if a not in words[0]]
+        self.queries = [" ".join(words), self.target_title]
+        families = []
+        for slot in task.slots:
+            if slot.family not in families:
+                families.append(slot.family)
+        self.questions = [f"请问您对{f}有什么要求？" for f in families] if env.scenario.multi_turn else []
+        if env.scenario.multi_turn:
+            self.questions.append("还有其他要求吗？")
+        self.options = dict(task.options)
+        self.checked = False
+        self.proposed = False
+
+    def act(self, observation: str) -> str:
+        parts, search, clickables = parse_observation(observation)
+        if self.questions:
+            return actions.ask(self.questions.pop(0))
+        if search:
+            return actions.search(self.queries.pop(0) if len(self.queries) > 1 else self.queries[0])
+        if pages.BUY in clickables:  # item page
+            if self.target_title not in parts:
+                return actions.click(pages.PREV)
+            offered = set(clickables)
+            for axis, value in list(self.options.items()):
+                self.options.pop(axis)
+                if value in offered:
+                    return actions.click(value)
+            if not self.checked:
+                self.checked = True
+                return actions.click("features")
+            if self.env.scenario.multi_turn and not self.proposed:
+                self.proposed = True
+                return actions.ask("这款可以下单吗？")
+            return actions.click(pages.BUY)
+        if clickables == [pages.BACK, pages.PREV]:  # a details sub-page: back to the item
+            return actions.click(pages.PREV)
+        for k, part in enumerate(parts[1:], 1):
+            if part == self.target_title and parts[k - 1] in clickables:
+                return actions.click(parts[k - 1])
+        if pages.NEXT in clickables:
+            return actions.click(pages.NEXT)
+        return actions.click(pages.BACK)
+
+
+class RandomAgent:
+    """Searches the request verbatim, then clicks uniformly at random."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, env, observation: str) -> None:
+        self.request = user_request(parse_observation(observation)[0]) or "商品"
+
+    def act(self, observation: str) -> str:
+        parts, search, clickables = parse_observation(observation)
+        if search:
+            return actions.search(self.request)
+        if not clickables:
+            return actions.click(pages.BACK)
+        return actions.click(clickables[int(self.rng.integers(len(clickables)))])
+
+
+class FirstResultAgent:
+    """Searches the request verbatim, clicks the first result, buys it (no options, no questions)."""
+
+    def reset(self, env, observation: str) -> None:
+        self.request = user_request(parse_observation(observation)[0]) or "商品"
+
+    def act(self, observation: str) -> str:
+        parts, search, clickables = parse_observation(observation)
+        if search:
+            return actions.search(self.request)
+        if pages.BUY in clickables:
+            return actions.click(pages.BUY)
+        ids = [c for c in clickables if c not in (pages.BACK, pages.NEXT, pages.PREV)]
+        return actions.click(ids[0]) if ids else actions.click(pages.BACK)
+
+
+AGENTS = {"expert": ExpertAgent, "random": RandomAgent, "first_result": FirstResultAgent}
+
+
+def run_episode(env: pages.ShopEnv, agent, seed: int) -> dict:
+    """One episode; returns the score fields, tags, task id, actions and observations."""
+    observation, _ = env.reset(seed)
+    agent.reset(env, observation)
+    observations, taken = [observation], []
+    info: dict = {}
+    done = False
+    while not done:
+        action = agent.act(observation)
+        observation, _, terminated, truncated, info = env.step(action)
+        observations.append(observation)
+        taken.append(action)
+        done = terminated or truncated
+    return {
+        **info["score"],
+        "tags": info["tags"],
+        "task": info["task"],
+        "actions": taken,
+        "observations": observations,
+    }

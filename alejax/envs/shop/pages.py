@@ -1,0 +1,326 @@
+"""The page machine: `ShopEnv`, one episode at a time, for the four scenarios.
+
+Pages: search -> results (20 a page, 150 at most) -> item (options, `description` / `features` / `reviews`
+sub-pages) -> `buy now`, which ends the episode and scores it. An observation is the page text joined with
+` [SEP] `, then whether the search bar is shown, then the clickables. Product ids on pages are drawn afresh
+per episode (from the episode seed), so a policy has to copy them from the page rather than memorize them.
+The goal (target id, hidden slots, reason_key) lives in `env.task` and is never rendered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+
+from alejax.envs.shop import scoring
+from alejax.envs.shop.actions import parse_action
+from alejax.envs.shop.search import PAGE_SIZE, TOP_K, SearchIndex, get_index
+from alejax.envs.shop.shopper import RuleShopper, Shopper
+from alejax.envs.shop.world import Task, get_world
+
+SEP = " [SEP] "
+BACK = "back to search"
+NEXT = "next >"
+PREV = "< prev"
+BUY = "buy now"
+SUBPAGES = ("description", "features", "reviews")
+LOOP_REPEATS = 3  # the same action on the same page this many times is a loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    multi_turn: bool
+    persona: bool
+    max_steps: int
+
+
+SCENARIOS = {
+    "single": Scenario(False, False, 30),
+    "single_persona": Scenario(False, True, 30),
+    "multi": Scenario(True, False, 40),
+    "multi_persona": Scenario(True, True, 40),
+}
+
+SYSTEM_PROMPT = """你是淘宝购物助手，在一个模拟商城里为用户买到符合要求的商品。
+每一步只输出一个动作，单独一行：
+  search[关键词]    在搜索页搜索（只在显示搜索栏时可用）
+  click[值]         点击当前页面可点击列表中的一项：商品编号、选项值、next >、< prev、back to search、
+                    description、features、reviews、buy now
+{ask}点击 buy now 即购买并结束。商品编号每局都会变化，请从页面上抄写。"""
+ASK_LINE = "  ask[话]          和用户对话：询问需求（颜色、尺码、预算……）或提议购买\n"
+
+TOOLS = [
+    {"name": "search", "description": "search[keywords]: search the shop", "parameters": {"type": "string"}},
+    {
+        "name": "click",
+        "description": "click[value]: click a clickable on the page",
+        "parameters": {"type": "string"},
+    },
+]
+ASK_TOOL = {
+    "name": "ask",
+    "description": "ask[utterance]: talk to the shopper",
+    "parameters": {"type": "string"},
+}
+
+_ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+class ShopEnv:
+    """A ShopSimulator episode. `make("shop/single", world_seed=0, n_products=500, split="train")`."""
+
+    def __init__(
+        self,
+        scenario: str = "single",
+        world_seed: int = 0,
+        n_products: int = 500,
+        split: str = "train",
+        world=None,
+        shopper_factory=None,
+        max_steps: int | None = None,
+    ):
+        self.scenario_name = scenario
+        self.scenario = SCENARIOS[scenario]
+        self.world = world if world is not None else get_world(world_seed, n_products)
+        self.index: SearchIndex = get_index(self.world)
+        self.split = split
+        self.shopper_factory = shopper_factory or (lambda task, persona: RuleShopper(task, persona))
+        self.max_steps = max_steps or self.scenario.max_steps
+        self.system_prompt = SYSTEM_PROMPT.format(ask=ASK_LINE if self.scenario.multi_turn else "")
+        self.tools = TOOLS + ([ASK_TOOL] if self.scenario.multi_turn else [])
+        self._pool = self.world.split_indices(split)
+        self.task: Task | None = None  # privileged: for scoring and scripted agents, never rendered
+
+    # ---- episode --------------------------------------------------------------------------------
+    def reset(self, seed: int) -> tuple[str, dict]:
+        self.seed = int(seed)
+        self.task = self._pick_task(self.seed)
+        self.shopper: Shopper | None = (
+            self.shopper_factory(self.task, self.scenario.persona) if self.scenario.multi_turn else None
+        )
+        self._ids: dict[int, str] = {}
+        self._by_id: dict[str, int] = {}
+        self.page = "search"
+        self.query = ""
+        self.results: list[int] = []
+        self.results_page = 1
+        self.item: int | None = None
+        self.selected: dict[str, str] = {}
+        self.steps = 0
+        self.done = False
+        self.n_invalid = 0
+        self.seen_details: set[int] = set()
+        self.refused_pending = False  # the shopper refused and has not agreed since
+        self.bought_after_refusal = False
+        self._pairs: dict[tuple, int] = {}
+        self.loop = False
+        parts = []
+        if self.scenario.multi_turn:
+            parts += ["Shopper:", self.shopper.opening()]
+        if self.scenario.persona:
+            parts += ["Persona:", json.dumps(self.task.persona, ensure_ascii=False)]
+        return self._observation(parts), {"scenario": self.scenario_name, "split": self.split, "step": 0}
+
+    def _pick_task(self, seed: int) -> Task:
+        start = int(np.random.default_rng([seed, 11]).integers(len(self._pool)))
+        for k in range(len(self._pool)):
+            task = self.world.task(self._pool[(start + k) % len(self._pool)])
+            if task is not None:
+                return task
+        raise RuntimeError("no task with a unique goal in this split")
+
+    def instruction(self) -> str:
+        """What the user said up front (multi-turn: nothing beyond the opening line)."""
+        if self.scenario.multi_turn:
+            return ""
+        return self.task.instruction_persona if self.scenario.persona else self.task.instruction
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        if self.done:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        self.steps += 1
+        key = (
+            self.page,
+            self.query,
+            self.results_page,
+            self.item,
+            tuple(sorted(self.selected.items())),
+            action,
+        )
+        self._pairs[key] = self._pairs.get(key, 0) + 1
+        self.loop |= self._pairs[key] >= LOOP_REPEATS
+        reward, terminated, prefix, valid = 0.0, False, [], True
+        parsed = parse_action(action)
+        clickables = self.clickables()
+        if parsed is None:
+            valid, prefix = False, ["Invalid action: not search[...], click[...] or ask[...]"]
+        elif parsed.kind == "search":
+            if self.page != "search":
+                valid, prefix = False, ["Invalid action: no search bar on this page"]
+            elif not parsed.arg:
+                valid, prefix = False, ["Invalid action: empty search"]
+            else:
+                self.query, self.results, self.results_page = (
+                    parsed.arg,
+                    self.index.search(parsed.arg, TOP_K),
+                    1,
+                )
+                self.page = "results"
+        elif parsed.kind == "ask":
+            if not self.scenario.multi_turn:
+                valid, prefix = False, ["Invalid action: there is no shopper to ask in this scenario"]
+            elif not parsed.arg:
+                valid, prefix = False, ["Invalid action: empty question"]
+            else:
+                reply = self.shopper.reply(parsed.arg)
+                if reply.refused:
+                    self.refused_pending = True
+                elif reply.accepted:
+                    self.refused_pending = False
+                prefix = ["Shopper:", reply.text]
+        else:
+            value = _match_clickable(parsed.arg, clickables)
+            if value is None:
+                valid, prefix = False, [f"Invalid action: {parsed.arg!r} is not clickable on this page"]
+            elif value == BUY:
+                reward, terminated = self._buy()
+            else:
+                self._click(value)
+        if not valid:
+            self.n_invalid += 1
+        truncated = not terminated and self.steps >= self.max_steps
+        self.done = terminated or truncated
+        info = {"step": self.steps, "valid": valid, "page": self.page}
+        if self.done:
+            info.update(self._final_info(truncated))
+            if not terminated:
+                info["score"] = scoring.Score().as_dict()
+        if terminated:
+            return "Thank you for shopping with us!", reward, True, False, info
+        return self._observation(prefix), reward, False, truncated, info
+
+    def _click(self, value: str) -> None:
+        if value == BACK:
+            self.page, self.item, self.selected = "search", None, {}
+        elif value == NEXT:
+            self.results_page += 1
+        elif value == PREV:
+            if self.page in SUBPAGES:
+                self.page = "item"
+            elif self.page == "item":
+                self.page, self.item, self.selected = "results", None, {}
+            else:
+                self.results_page -= 1
+        elif value in SUBPAGES:
+            self.page = value
+            if value in ("description", "features"):
+                self.seen_details.add(self.item)
+        elif self.page == "results":
+            self.page, self.item, self.selected = "item", self._by_id[value], {}
+        else:  # an option value on the item page
+            product = self.world.product(self.item)
+            for axis, values in product.options.items():
+                if value in (v for v, _ in values):
+                    self.selected[axis] = value
+
+    def _buy(self) -> tuple[float, bool]:
+        product = self.world.product(self.item)
+        self.score = scoring.score_purchase(product, dict(self.selected), self.task)
+        self.bought_after_refusal = self.refused_pending
+        return self.score.loose, True
+
+    def _final_info(self, truncated: bool) -> dict:
+        bought = not truncated
+        tags = []
+        if self.n_invalid:
+            tags.append(scoring.INVALID_ACTION)
+        if self.loop:
+            tags.append(scoring.LOOP)
+        if truncated:
+            tags.append(scoring.STEP_CAP)
+        if bought and self.item not in self.seen_details:
+            tags.append(scoring.NO_DETAILS)
+        if bought and self.bought_after_refusal:
+            tags.append(scoring.AFTER_REFUSAL)
+        info = {"tags": tags, "n_invalid": self.n_invalid, "task": int(self.task.index)}
+        if bought:
+            info["score"] = self.score.as_dict()
+        return info
+
+    # ---- rendering ------------------------------------------------------------------------------
+    def display_id(self, product: int) -> str:
+        """This episode's id for a product: a keyed hash of (episode seed, product)."""
+        if product not in self._ids:
+            salt = 0
+            while True:
+                digest = hashlib.blake2b(f"{self.seed}/{product}/{salt}".encode(), digest_size=8).digest()
+                pid = "B" + "".join(_ID_ALPHABET[b % len(_ID_ALPHABET)] for b in digest[:5])
+                if pid not in self._by_id:
+                    break
+                salt += 1
+            self._ids[product], self._by_id[pid] = pid, product
+        return self._ids[product]
+
+    def _page_results(self) -> list[int]:
+        lo = (self.results_page - 1) * PAGE_SIZE
+        return self.results[lo : lo + PAGE_SIZE]
+
+    def clickables(self) -> list[str]:
+        if self.page == "search":
+            return []
+        if self.page == "results":
+            out = [BACK]
+            if self.results_page > 1:
+                out.append(PREV)
+            if self.results_page * PAGE_SIZE < len(self.results):
+                out.append(NEXT)
+            return out + [self.display_id(i) for i in self._page_results()]
+        if self.page == "item":
+            product = self.world.product(self.item)
+            values = [v for vals in product.options.values() for v, _ in vals]
+            return [BACK, PREV, *SUBPAGES, BUY, *values]
+        return [BACK, PREV]
+
+    def page_text(self) -> list[str]:
+        if self.page == "search":
+            text = ["WebShop"]
+            if self.instruction():
+                text += ["Instruction:", self.instruction()]
+            return text + ["Search"]
+        if self.page == "results":
+            n = len(self.results)
+            pages = max(1, -(-n // PAGE_SIZE))
+            text = [f"Results for: {self.query}", f"Page {self.results_page}/{pages} (total results: {n})"]
+            if not n:
+                text.append("No products found")
+            for i in self._page_results():
+                product = self.world.product(i)
+                text += [self.display_id(i), product.title, f"¥{product.price:g}"]
+            return text
+        product = self.world.product(self.item)
+        if self.page == "item":
+            text = [product.title, f"Price: ¥{product.price_with(self.selected):g}"]
+            for axis, values in product.options.items():
+                text.append(f"{axis}: " + " / ".join(v for v, _ in values))
+            if self.selected:
+                text.append("Selected: " + ", ".join(f"{a}={v}" for a, v in self.selected.items()))
+            return text
+        if self.page == "description":
+            return [product.description]
+        if self.page == "features":
+            return list(product.bullets)
+        return list(product.reviews)
+
+    def _observation(self, prefix: list[str]) -> str:
+        text = SEP.join(prefix + self.page_text())
+        search = "available" if self.page == "search" else "unavailable"
+        return f"{text}\n[search] {search}\n[clickables] " + " | ".join(self.clickables())
+
+
+def _match_clickable(arg: str, clickables: list[str]) -> str | None:
+    """Case-insensitive exact match (ids and markers are ASCII; option values are copied as shown)."""
+    lowered = {c.lower(): c for c in clickables}
+    return lowered.get(arg.strip().lower())
