@@ -1,0 +1,93 @@
+"""Play an episode in the terminal.
+
+python -m alejax.agent --env keydoor/corridor --policy scripted
+python -m alejax.agent --env terminal/hello_file --policy human
+python -m alejax.agent --env arithmetic/calc --policy CHECKPOINT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from alejax.agent.context import ContextConfig, ContextManager
+from alejax.agent.loop import run_episode
+from alejax.agent.policy import PolicyUnavailable, checkpoint_policy, human_policy, scripted_policy
+from alejax.envs.base import make
+
+_COLORS = {"system": "2", "user": "36", "assistant": "32", "tool": "33", "result": "1;35", "error": "1;31"}
+
+
+def _use_color(choice: str) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _printer(color: bool):
+    def paint(kind: str, text: str) -> str:
+        return f"\033[{_COLORS[kind]}m{text}\033[0m" if color else text
+
+    def show(message: dict) -> None:
+        role = message["role"]
+        label = {"user": "observation", "tool": "observation"}.get(role, role)
+        print(paint(role, f"── {label} ──"))
+        print(message["content"])
+        sys.stdout.flush()
+
+    return paint, show
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m alejax.agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", required=True, help="registered env name, e.g. keydoor/corridor")
+    parser.add_argument("--policy", default="human", help="human | scripted | CHECKPOINT_DIR")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-turns", type=int, default=50)
+    parser.add_argument("--env-kwargs", default="{}", help="JSON object passed to the env factory")
+    parser.add_argument("--token-budget", type=int, default=8192)
+    parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    args = parser.parse_args(argv)
+    paint, show = _printer(_use_color(args.color))
+
+    env = make(args.env, **json.loads(args.env_kwargs))
+    policy_needs_env = False
+    if args.policy == "scripted":
+        policy, policy_needs_env = scripted_policy, True
+    elif args.policy == "human":
+        policy = human_policy()
+    else:
+        try:
+            policy = checkpoint_policy(args.policy)
+        except PolicyUnavailable as e:
+            print(paint("error", f"error: {e}"), file=sys.stderr)
+            return 2
+    context = ContextManager(ContextConfig(token_budget=args.token_budget))
+    if env.tools:
+        names = ", ".join(t.get("function", t)["name"] for t in env.tools)
+        print(
+            paint("system", f"tools: {names}  (call as <tool_call>{{...}}</tool_call> or compact: NAME ARG)")
+        )
+    try:
+        episode = run_episode(
+            env,
+            policy,
+            args.seed,
+            args.max_turns,
+            context,
+            on_message=show,
+            policy_needs_env=policy_needs_env,
+        )
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()
+    status = "terminated" if episode.terminated else "truncated"
+    print(paint("result", f"reward={episode.reward:g} turns={episode.turns} {status}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

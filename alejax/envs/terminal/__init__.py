@@ -1,0 +1,135 @@
+"""Terminal environment (Terminal-Bench style): shell tool calls in a sandbox, reward = the task's tests.
+
+`make("terminal/all")` samples a task from the seed; `make("terminal/<task>")` fixes one. The agent has
+two tools: `bash` (run a command in its private working directory) and `submit` (end the episode). After
+the episode (submit or turn cap) the task's test script runs in the same sandbox: reward 1 iff it passes.
+"""
+
+from __future__ import annotations
+
+import random
+
+from alejax.agent.toolcall import error_observation, format_tool_call, parse_action, tool_schema
+from alejax.envs.base import register
+from alejax.envs.terminal.sandbox import Limits, RunResult, Sandbox, capabilities
+from alejax.envs.terminal.tasks import TASKS, Task, add_task, load_task_dir
+
+__all__ = [
+    "Limits",
+    "RunResult",
+    "Sandbox",
+    "TASKS",
+    "Task",
+    "TerminalEnv",
+    "add_task",
+    "capabilities",
+    "load_task_dir",
+]
+
+TOOLS = [
+    tool_schema("bash", "Run a shell command in your working directory.", {"command": {"type": "string"}}),
+    tool_schema("submit", "Finish: your work is checked by the task's tests."),
+]
+
+SYSTEM_PROMPT = (
+    "You are working in a Linux terminal without network access. Solve the task with the bash tool, one "
+    "command per call, then call submit."
+)
+
+
+class NetworkUnavailable(RuntimeError):
+    """A network-dependent task on a machine where the sandbox cannot cut the network."""
+
+
+class TerminalEnv:
+    tools = TOOLS
+    system_prompt = SYSTEM_PROMPT
+
+    def __init__(
+        self,
+        task: str | Task | None = None,
+        tasks: list[str] | None = None,
+        limits: Limits | None = None,
+        max_turns: int | None = None,
+        base_dir: str | None = None,
+    ):
+        if task is not None:
+            self.pool = [task if isinstance(task, Task) else TASKS[task]]
+        else:
+            self.pool = [TASKS[name] for name in (tasks or sorted(TASKS))]
+        self.limits, self.base_dir, self.max_turns_override = limits or Limits(), base_dir, max_turns
+        self.task: Task | None = None
+        self.sandbox: Sandbox | None = None
+        self.t = 0
+        self.done = True
+
+    def reset(self, seed: int) -> tuple[str, dict]:
+        task = self.pool[random.Random(seed).randrange(len(self.pool))]
+        if task.network and not capabilities()["network_isolated"]:
+            raise NetworkUnavailable(
+                f"task {task.name!r} is network-dependent and this machine cannot isolate the network "
+                "(unshare --net does not work here); refusing to run it"
+            )
+        self.close()
+        self.task, self.t, self.done = task, 0, False
+        self.sandbox = Sandbox(self.limits, self.base_dir)
+        setup = self.sandbox.run(task.setup) if task.setup.strip() else RunResult(0, "", False)
+        if setup.exit_code != 0:
+            raise RuntimeError(f"setup of task {task.name!r} failed ({setup.exit_code}): {setup.output}")
+        info = {"task": task.name, "sandbox": capabilities()["mode"]}
+        return f"Task: {task.instruction}", info
+
+    @property
+    def max_turns(self) -> int:
+        return self.max_turns_override or (self.task.max_turns if self.task else 20)
+
+    def _finish(self, truncated: bool, observation: str) -> tuple[str, float, bool, bool, dict]:
+        self.done = True
+        result = self.sandbox.run(self.task.tests)
+        passed = result.exit_code == 0 and not result.timed_out
+        info = {"task": self.task.name, "success": passed, "tests_output": result.output}
+        observation = f"{observation}\nTests {'passed' if passed else 'failed'}."
+        return observation.strip(), float(passed), not truncated, truncated, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        if self.done or self.sandbox is None:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        self.t += 1
+        out_of_turns = self.t >= self.max_turns
+        parsed = parse_action(action, self.tools)
+        if parsed.error or not parsed.calls:
+            observation = error_observation(parsed.error or "no tool call; use bash or submit.")
+            if out_of_turns:
+                return self._finish(True, observation + "\nOut of turns.")
+            return observation, 0.0, False, False, {"malformed": True}
+        call = parsed.calls[0]
+        if call.name == "submit":
+            return self._finish(False, "Submitted.")
+        result = self.sandbox.run(call.arguments["command"])
+        status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+        observation = (
+            f"{result.output}[{status}]"
+            if result.output.endswith("\n") or not result.output
+            else (f"{result.output}\n[{status}]")
+        )
+        if out_of_turns:
+            return self._finish(True, observation + "\nOut of turns.")
+        return observation, 0.0, False, False, {"exit_code": result.exit_code, "timed_out": result.timed_out}
+
+    def scripted_policy(self):
+        """The task's solution in one bash call, then submit (a Policy: messages -> assistant text)."""
+        actions = [format_tool_call("bash", {"command": self.task.solution}), format_tool_call("submit")]
+        return lambda messages: actions[min(sum(m["role"] == "assistant" for m in messages), 1)]
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None
+
+    def __del__(self):
+        self.close()
+
+
+register("terminal/all", lambda **kw: TerminalEnv(**kw))
+for _name in TASKS:
+    register(f"terminal/{_name}", lambda _task=_name, **kw: TerminalEnv(task=_task, **kw))
