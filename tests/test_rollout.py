@@ -46,10 +46,12 @@ def test_greedy_equals_stepwise_argmax_of_the_full_forward(model):
     sampler = Sampler(model, batch_size=4, max_length=64, sampling=SamplingConfig(temperature=0), segment=5)
     prompts = _prompts([3, 9, 17])
     outputs, logps = sampler.generate(prompts, 12)
+    forward = jax.jit(lambda tokens: model(tokens))  # one fixed width: later padding cannot affect the past
     for prompt, out, lp in zip(prompts, outputs, logps):
         seq = list(prompt)
         for _ in range(12):
-            seq.append(int(jnp.argmax(model(jnp.asarray([seq]))[0, -1])))
+            logits = forward(jnp.asarray([seq + [0] * (32 - len(seq))]))
+            seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
         assert out == seq[len(prompt) :]
         np.testing.assert_allclose(lp, _teacher_forced(model, prompt, out), atol=1e-4)
 
@@ -239,3 +241,32 @@ def test_turn_and_context_limits_truncate_and_keep_tokens(tokenizer):
     assert traj.truncated and traj.info["truncated_by"] == "context_limit" and traj.n_turns >= 1
     assert len(traj.tokens) <= 96 + 2 and sum(traj.loss_mask) > 0
     pool.close()
+
+
+@pytest.mark.parametrize(
+    "sampling, expected",
+    [
+        (SamplingConfig(1.0), [0.5, 0.3, 0.15, 0.05]),
+        (SamplingConfig(1.0, top_p=0.7), [0.625, 0.375, 0, 0]),  # smallest prefix with mass >= 0.7
+        (
+            SamplingConfig(1.0, top_k=3, top_p=0.9),
+            [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0],
+        ),  # p renormalized in top-k
+        (SamplingConfig(1.0, top_k=3, top_p=0.8), [0.625, 0.375, 0, 0]),
+        (SamplingConfig(1.0, top_k=1), [1, 0, 0, 0]),
+        (
+            SamplingConfig(0.5),
+            np.array([0.5, 0.3, 0.15, 0.05]) ** 2 / np.sum(np.array([0.5, 0.3, 0.15, 0.05]) ** 2),
+        ),
+    ],
+)
+def test_sampling_frequencies_follow_the_truncated_distribution(sampling, expected):
+    from alejax.rollout.sampler import sample_logits
+
+    logits = jnp.log(jnp.tile(jnp.array([[0.5, 0.3, 0.15, 0.05]]), (20000, 1)))
+    tokens, logp = jax.jit(lambda x, k: sample_logits(x, k, sampling))(logits, jax.random.key(0))
+    frequencies = np.bincount(np.asarray(tokens), minlength=4) / 20000
+    np.testing.assert_allclose(frequencies, expected, atol=0.015)
+    # μ is the tempered, untruncated log-probability of the drawn token.
+    tempered = jax.nn.log_softmax(logits[0] / sampling.temperature)
+    np.testing.assert_allclose(np.asarray(logp), np.asarray(tempered)[np.asarray(tokens)], atol=1e-6)

@@ -51,20 +51,52 @@ def sample_logits(logits: jax.Array, rng: jax.Array, config: SamplingConfig):
     else:
         scaled = logits / config.temperature
         log_probs = jax.nn.log_softmax(scaled, axis=-1)
-        masked = scaled
         if config.top_k:
-            kth = jax.lax.top_k(scaled, config.top_k)[0][..., -1:]
-            masked = jnp.where(scaled < kth, -jnp.inf, masked)
-        if config.top_p < 1.0:
-            sorted_logits = jnp.sort(masked, axis=-1)[..., ::-1]
-            cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-            # Keep the smallest set whose mass reaches top_p (the first token is always kept).
-            cutoff_index = jnp.sum(cumulative < config.top_p, axis=-1, keepdims=True)
-            cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
-            masked = jnp.where(masked < cutoff, -jnp.inf, masked)
-        token = jax.random.categorical(rng, masked, axis=-1)
+            # Draw among the k best only: a partial top-k is far cheaper than sorting the vocabulary.
+            candidates, candidate_ids = jax.lax.top_k(scaled, config.top_k)
+        else:
+            candidates, candidate_ids = scaled, None
+        if config.top_p < 1.0 and not config.top_k:
+            candidates = _nucleus_without_sort(candidates, config.top_p)
+        elif config.top_p < 1.0:  # top-k candidates come sorted best-first
+            cumulative = jnp.cumsum(jax.nn.softmax(candidates, axis=-1), axis=-1)
+            # Keep the smallest prefix whose mass reaches top_p (the best token is always kept).
+            keep = (cumulative - jax.nn.softmax(candidates, axis=-1)) < config.top_p
+            candidates = jnp.where(keep, candidates, -jnp.inf)
+        choice = _inverse_cdf_draw(candidates, rng)
+        token = (
+            choice
+            if candidate_ids is None
+            else jnp.take_along_axis(candidate_ids, choice[..., None], -1)[..., 0]
+        )
     logp = jnp.take_along_axis(log_probs, token[..., None], axis=-1)[..., 0]
     return token.astype(jnp.int32), logp
+
+
+def _nucleus_without_sort(logits: jax.Array, top_p: float, iterations: int = 30) -> jax.Array:
+    """Top-p over the whole vocabulary by bisecting the probability threshold (O(V) per step, where a
+    full sort cost 50 ms per decode step for 64 x 4096 on CPU): keeps the tokens with p >= t for the
+    largest t whose kept mass still reaches top_p."""
+    probs = jax.nn.softmax(logits, axis=-1)
+
+    def bisect(_, bounds):
+        low, high = bounds
+        mid = 0.5 * (low + high)
+        mass = jnp.sum(jnp.where(probs >= mid, probs, 0.0), axis=-1, keepdims=True)
+        return jnp.where(mass >= top_p, mid, low), jnp.where(mass >= top_p, high, mid)
+
+    low, _ = jax.lax.fori_loop(
+        0, iterations, bisect, (jnp.zeros_like(probs[..., :1]), jnp.max(probs, axis=-1, keepdims=True))
+    )
+    return jnp.where(probs >= low, logits, -jnp.inf)
+
+
+def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array) -> jax.Array:
+    """One uniform per row against the CDF: on CPU, Gumbel noise for every vocabulary entry cost more than
+    the model's own decode step."""
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), dtype=cdf.dtype) * cdf[..., -1:]
+    return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1)
 
 
 def bucket_length(n: int, minimum: int = 16, maximum: int | None = None) -> int:
@@ -142,7 +174,7 @@ class Sampler:
         width = bucket_length(int(lengths.max(initial=1)), maximum=self.max_length)
         buffer = np.zeros((self.batch_size, width), np.int32)
         for row, chunk in enumerate(chunks):
-            if chunk:
+            if chunk is not None and len(chunk):
                 buffer[row, : len(chunk)] = chunk
         with self._mesh_context():
             cache, token, logp = self._prefill(
