@@ -74,6 +74,9 @@ class RolloutStats:
     decode_row_steps: int = 0  # rows x steps of the decode segments run
     occupied_slot_s: float = 0.0  # integral over time of slots holding a live episode
     wall_s: float = 0.0
+    # The same two while requests were still queued (before the final drain, when slots must empty).
+    steady_occupied_slot_s: float = 0.0
+    steady_wall_s: float = 0.0
     time_decode_s: float = 0.0
     time_prefill_s: float = 0.0
     time_env_wait_s: float = 0.0
@@ -84,6 +87,11 @@ class RolloutStats:
         return self.occupied_slot_s / max(self.wall_s * self._n_slots, 1e-9)
 
     @property
+    def steady_slot_utilization(self) -> float:
+        """Slot utilization while work was still queued: what continuous batching is responsible for."""
+        return self.steady_occupied_slot_s / max(self.steady_wall_s * self._n_slots, 1e-9)
+
+    @property
     def decode_row_utilization(self) -> float:
         """Fraction of decode row-steps that produced a token (idle rows in a segment waste compute)."""
         return self.generated_tokens / max(self.decode_row_steps, 1)
@@ -92,7 +100,11 @@ class RolloutStats:
 
     def as_dict(self) -> dict[str, float]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
-        out.update(slot_utilization=self.slot_utilization, decode_row_utilization=self.decode_row_utilization)
+        out.update(
+            slot_utilization=self.slot_utilization,
+            steady_slot_utilization=self.steady_slot_utilization,
+            decode_row_utilization=self.decode_row_utilization,
+        )
         return out
 
 
@@ -129,6 +141,8 @@ class RolloutScheduler:
             for slot in self.slots:
                 if slot.state is SlotState.WAIT_ENV and slot.future.done():
                     self._on_env_result(slot, slot.future.result())
+                if slot.state is SlotState.FREE and queue:  # refill at once: its reset overlaps the decode
+                    self._start_episode(slot, *queue.popleft())
             if any(s.state is SlotState.PREFILL for s in self.slots):
                 t = time.perf_counter()
                 self._prefill()
@@ -153,7 +167,11 @@ class RolloutScheduler:
                             "must time out hung steps itself"
                         )
             now = time.perf_counter()
-            stats.occupied_slot_s += (now - last) * sum(s.state is not SlotState.FREE for s in self.slots)
+            occupied = (now - last) * sum(s.state is not SlotState.FREE for s in self.slots)
+            stats.occupied_slot_s += occupied
+            if queue:
+                stats.steady_occupied_slot_s += occupied
+                stats.steady_wall_s += now - last
             last = now
         stats.wall_s = time.perf_counter() - start
         stats.episodes = len(done)
