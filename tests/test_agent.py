@@ -186,6 +186,29 @@ def test_cli_human_end_of_input_and_terminal():
     assert result.returncode == 0 and "truncated" in result.stdout
 
 
-def test_cli_checkpoint_policy_reports_unavailable(tmp_path):
+def test_cli_checkpoint_policy_reports_a_missing_checkpoint(tmp_path):
     result = _cli("--env", "arithmetic/calc", "--policy", str(tmp_path))
-    assert result.returncode == 2 and "not available" in result.stderr
+    assert result.returncode == 2 and "config.json" in result.stderr
+
+
+def test_cli_plays_an_episode_with_a_saved_model(tmp_path):
+    from alejax.data.synthetic import generate_corpus
+    from alejax.data.tokenizer import train_bpe
+    from alejax.models import ModelConfig, create_model, save_pretrained
+
+    tokenizer = train_bpe(generate_corpus(200, seed=0), vocab_size=400)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        head_dim=16,
+        mlp_dim=64,
+        max_position_embeddings=2048,
+    )
+    save_pretrained(create_model(config), tmp_path)
+    tokenizer.save(tmp_path)
+    result = _cli("--env", "keydoor/short", "--policy", str(tmp_path), "--max-turns", "2")
+    assert result.returncode == 0, result.stderr
+    assert "assistant" in result.stdout.lower()

@@ -14,7 +14,7 @@ import sys
 
 from alejax.agent.context import ContextConfig, ContextManager
 from alejax.agent.loop import run_episode
-from alejax.agent.policy import PolicyUnavailable, checkpoint_policy, human_policy, scripted_policy
+from alejax.agent.policy import checkpoint_policy, human_policy, scripted_policy
 from alejax.envs.base import make
 
 _COLORS = {"system": "2", "user": "36", "assistant": "32", "tool": "33", "result": "1;35", "error": "1;31"}
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         policy = human_policy()
     else:
         try:
-            policy = checkpoint_policy(args.policy)
-        except PolicyUnavailable as e:
+            policy = checkpoint_policy(args.policy, tools=env.tools or None)
+        except (OSError, ValueError, KeyError) as e:  # a missing or broken checkpoint directory
             print(paint("error", f"error: {e}"), file=sys.stderr)
             return 2
     context = ContextManager(ContextConfig(token_budget=args.token_budget))

@@ -7,7 +7,6 @@ checkpoint (through the rollout sampler, once that is wired to a loader).
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Callable, Protocol, TextIO
 
@@ -58,24 +57,8 @@ def human_policy(read_line: Callable[[], str] | None = None, prompt_out: TextIO 
     return policy
 
 
-class PolicyUnavailable(RuntimeError):
-    pass
-
-
 def checkpoint_policy(checkpoint_dir: str, **kwargs) -> Policy:
-    """A trained model as a policy, via `alejax.rollout` (its `load_policy(checkpoint_dir, **kwargs)`)."""
-    try:
-        importlib.import_module("alejax.rollout.sampler")
-    except ImportError as e:
-        raise PolicyUnavailable(
-            f"checkpoint policies are not available until alejax.rollout lands (cannot import "
-            f"alejax.rollout.sampler: {e})"
-        ) from e
-    rollout = importlib.import_module("alejax.rollout")
-    load = getattr(rollout, "load_policy", None)
-    if load is None:
-        raise PolicyUnavailable(
-            "checkpoint policies are not available yet: alejax.rollout has no load_policy(checkpoint_dir) "
-            "to build a sampler from a checkpoint"
-        )
-    return load(checkpoint_dir, **kwargs)
+    """A trained model (Hugging Face-format directory with its tokenizer) as a policy."""
+    from alejax.rollout.policy import load_policy  # jax and the model load only when asked for
+
+    return load_policy(checkpoint_dir, **kwargs)
