@@ -35,10 +35,15 @@ def make_optimizer(
     grad_clip: float = 1.0,
     schedule: str = "cosine",
 ) -> optax.GradientTransformation:
-    """AdamW with warmup + cosine (or constant) schedule; no decay on norms and biases."""
+    """AdamW with warmup + cosine (or constant) schedule; no decay on norms and biases.
+
+    Warmup starts at learning_rate / warmup_steps, not 0, so the first update is never a no-op (an RL step
+    with a single minibatch would otherwise waste its first batch).
+    """
+    warmup_start = learning_rate / max(warmup_steps, 1)
     if schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(
-            0.0,
+            warmup_start,
             learning_rate,
             max(warmup_steps, 1),
             max(total_steps, warmup_steps + 1),
@@ -47,7 +52,7 @@ def make_optimizer(
     elif schedule == "constant":
         lr = optax.join_schedules(
             [
-                optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+                optax.linear_schedule(warmup_start, learning_rate, max(warmup_steps, 1)),
                 optax.constant_schedule(learning_rate),
             ],
             [max(warmup_steps, 1)],

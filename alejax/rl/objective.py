@@ -1,0 +1,53 @@
+"""The RL objective the controller trains on: the named advantage estimator and the named policy loss
+(with KL, entropy and mismatch correction), wired to the trajectory batch layout."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jax.numpy as jnp
+import numpy as np
+
+from alejax.rl.advantages import get_advantage
+from alejax.rl.losses import LossInputs, rl_loss
+from alejax.train.step import token_logprobs
+
+if TYPE_CHECKING:
+    from alejax.rl.pipeline import RLConfig
+    from alejax.rollout.trajectory import TrajectoryBatch
+
+
+def compute_advantages(config: "RLConfig", batch: "TrajectoryBatch", old_logp: np.ndarray) -> np.ndarray:
+    """Per-token advantages [B, T] from the configured estimator (0 off the model's tokens)."""
+    arrays = {
+        "loss_mask": jnp.asarray(batch.loss_mask),
+        "chunk_id": jnp.asarray(batch.chunk_id),
+        "reward": jnp.asarray(batch.reward),
+        "group_id": jnp.asarray(batch.group_id),
+        "turn_rewards": jnp.asarray(batch.turn_rewards),
+    }
+    advantages, _ = get_advantage(config.advantage)(arrays, config.advantage_config)
+    return np.asarray(advantages, np.float32)
+
+
+def make_rl_loss(config: "RLConfig"):
+    """loss_fn(model, batch) -> (loss, metrics) for `make_train_step`; the batch carries the rollout's arrays."""
+    loss_config = config.loss
+    need_entropy = loss_config.entropy_coef > 0
+
+    def loss_fn(model, batch):
+        logp, entropy = token_logprobs(model, batch)
+        inputs = LossInputs(
+            logp=logp,
+            old_logp=batch["old_logp"],
+            behaviour_logp=batch["behaviour_logp"],
+            advantages=batch["advantages"],
+            loss_mask=batch["loss_mask"],
+            chunk_id=batch["chunk_id"],
+            reward=batch["reward"],
+            ref_logp=batch.get("ref_logp"),
+            entropy=entropy if need_entropy else None,
+        )
+        return rl_loss(inputs, loss_config)
+
+    return loss_fn
