@@ -104,7 +104,7 @@ def test_train_step_matches_single_device_and_donates_state():
         _, shardings = train_state_shardings(CFG, tx, mesh)
         step = make_train_step(graphdef, tx, shardings, mesh)
         losses = []
-        for i in range(3):
+        for _ in range(3):
             old_leaf = jax.tree.leaves(state.params)[0]
             state, metrics = step(state, _batch(0))  # one batch: the loss must fall
             assert old_leaf.is_deleted()  # the state was donated: no second copy of params and moments
