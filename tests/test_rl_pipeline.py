@@ -8,7 +8,7 @@ from alejax.data.synthetic import generate_corpus
 from alejax.data.tokenizer import train_bpe
 from alejax.envs.base import ThreadEnvPool
 from alejax.models import ModelConfig
-from alejax.parallel import make_mesh
+from alejax.parallel import make_mesh, place_roles
 from alejax.rl.losses import LossConfig
 from alejax.rl.pipeline import RLConfig, RLPipeline, group_requests, keep_informative
 from alejax.rollout import RolloutConfig, collate
@@ -35,7 +35,7 @@ def tokenizer():
     return train_bpe(generate_corpus(300, seed=0), vocab_size=400)
 
 
-def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0):
+def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0, placement=None):
     cfg = ModelConfig(
         vocab_size=tokenizer.vocab_size,
         d_model=32,
@@ -45,7 +45,11 @@ def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0):
         head_dim=8,
         mlp_dim=64,
     )
-    mesh = make_mesh(mesh_shape) if mesh_shape else make_mesh({"data": 1}, devices=jax.devices()[:1])
+    meshes = place_roles(placement) if placement else None
+    if meshes:
+        mesh = meshes["actor_train"]
+    else:
+        mesh = make_mesh(mesh_shape) if mesh_shape else make_mesh({"data": 1}, devices=jax.devices()[:1])
     tx = make_optimizer(lr, warmup_steps=1, total_steps=100, schedule="constant")
     graphdef, state = init_train_state(cfg, tx, mesh, seed=seed)
     _, shardings = train_state_shardings(cfg, tx, mesh)
@@ -63,6 +67,7 @@ def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0):
         rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=4),
         max_length=128,
         seed=seed,
+        infer_mesh=meshes["actor_infer"] if meshes else None,
     )
     return pipeline, pool
 
@@ -98,6 +103,30 @@ def test_behaviour_and_old_logprobs_agree_before_an_update_but_stay_distinct(tok
     after = pipeline._logprobs(pipeline.state.params, batch)
     assert np.abs(after[mask] - batch.behaviour_logp[mask]).max() > 1e-3  # π_θ moved; μ is what was sampled
     pool.close()
+
+
+def test_colocated_and_disaggregated_layouts_give_the_same_update(tokenizer):
+    rl = RLConfig(groups_per_step=2, group_size=8, minibatch_size=8, filter_zero_variance_groups=False)
+    layouts = {
+        "colocated": {"actor_train": {"mesh": {"fsdp": -1}}},
+        "disaggregated": {
+            "actor_train": {"devices": [0, 1, 2, 3], "mesh": {"fsdp": -1}},
+            "actor_infer": {"devices": [4, 5, 6, 7], "mesh": {"data": -1}},
+        },
+    }
+    results = {}
+    for name, placement in layouts.items():
+        pipeline, pool = _pipeline(tokenizer, rl, lr=1e-3, placement=placement)
+        metrics = pipeline.step(range(2))
+        pool.close()
+        results[name] = (metrics, jax.tree.map(np.asarray, pipeline.state.params))
+        sampler_devices = {d.id for leaf in jax.tree.leaves(pipeline.sampler.params) for d in leaf.devices()}
+        assert sampler_devices == ({4, 5, 6, 7} if name == "disaggregated" else set(range(8)))
+    (m_a, p_a), (m_b, p_b) = results["colocated"], results["disaggregated"]
+    assert m_a["reward"] == m_b["reward"] and m_a["generated_tokens"] == m_b["generated_tokens"]
+    np.testing.assert_allclose(m_a["loss"], m_b["loss"], rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(p_a), jax.tree.leaves(p_b)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
 
 
 def test_dynamic_sampling_drops_flat_groups_and_aborted_episodes():

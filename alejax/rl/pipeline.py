@@ -25,6 +25,8 @@ from flax import nnx
 
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.base import EnvPool
+from alejax.parallel.placement import reshard
+from alejax.parallel.rules import state_shardings
 from alejax.rl.advantages import AdvantageConfig
 from alejax.rl.losses import LossConfig
 from alejax.rl.objective import compute_advantages, make_rl_loss
@@ -90,6 +92,7 @@ class RLPipeline:
     scheduler: RolloutScheduler
     loss_fn: Callable
     reference_params: Any = None
+    infer_shardings: Any = None
     policy_version: int = 0
 
     @classmethod
@@ -110,17 +113,22 @@ class RLPipeline:
         sampling: SamplingConfig | None = None,
         max_length: int = 1024,
         seed: int = 0,
+        infer_mesh: jax.sharding.Mesh | None = None,
     ) -> "RLPipeline":
-        model = nnx.merge(graphdef, state.params)
+        """`infer_mesh` (from `alejax.parallel.place_roles`) puts the sampler on its own devices and layout;
+        by default it shares the trainer's mesh (colocated)."""
+        infer_mesh = infer_mesh or mesh
+        infer_shardings = state_shardings(state.params, infer_mesh)
+        # The sampler owns a copy of the weights in its own layout (never the trainer's donated buffers).
+        model = nnx.merge(graphdef, reshard(state.params, infer_shardings))
         sampler = Sampler(
             model,
             config.groups_per_step * config.group_size,
             max_length,
             sampling or SamplingConfig(1.0),
             stop_ids=[tokenizer.eos_id],
-            mesh=mesh,
+            mesh=infer_mesh,
         )
-        sampler.update_params(jax.tree.map(jnp.copy, state.params))  # the sampler owns its copy (no aliasing)
         scheduler = RolloutScheduler(
             sampler,
             tokenizer,
@@ -130,9 +138,19 @@ class RLPipeline:
             config=rollout or RolloutConfig(),
             seed=seed,
         )
-        reference = jax.tree.map(jnp.copy, state.params) if config.loss.kl_coef > 0 else None
+        reference = reshard(state.params, shardings.params) if config.loss.kl_coef > 0 else None
         return cls(
-            config, graphdef, state, shardings, tx, mesh, sampler, scheduler, make_rl_loss(config), reference
+            config,
+            graphdef,
+            state,
+            shardings,
+            tx,
+            mesh,
+            sampler,
+            scheduler,
+            make_rl_loss(config),
+            reference,
+            infer_shardings,
         )
 
     # -- the step --------------------------------------------------------------------------------------
@@ -168,7 +186,7 @@ class RLPipeline:
             with timed(seconds, "train"):
                 metrics.update(self._train(batch, old_logp, ref_logp))
             with timed(seconds, "sync"):
-                self.sampler.update_params(jax.tree.map(jnp.copy, self.state.params))
+                self.sampler.update_params(reshard(self.state.params, self.infer_shardings))
                 self.policy_version += 1
         else:
             metrics["skipped_update"] = 1.0
