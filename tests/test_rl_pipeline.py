@@ -78,7 +78,7 @@ def test_one_step_times_every_phase_and_syncs_weights(tokenizer):
     before = jax.tree.map(np.asarray, pipeline.state.params)
     metrics = pipeline.step(range(4))
     pool.close()
-    for phase in ("rollout", "reference", "old_logp", "train", "sync"):
+    for phase in ("rollout", "reward", "reference", "old_logp", "train", "sync", "idle"):
         assert metrics[f"time_{phase}_s"] >= 0, phase
     assert metrics["policy_version"] == 1 and "kl" in metrics and np.isfinite(metrics["loss"])
     after = jax.tree.map(np.asarray, pipeline.state.params)

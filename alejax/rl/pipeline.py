@@ -155,10 +155,12 @@ class RLPipeline:
 
     # -- the step --------------------------------------------------------------------------------------
     def step(self, task_seeds) -> dict[str, float]:
-        cfg, seconds = self.config, {}
+        cfg, seconds, start = self.config, {}, time.perf_counter()
         with timed(seconds, "rollout"):
             trajectories, rollout_stats = self.scheduler.collect(group_requests(task_seeds, cfg.group_size))
-        rewards = np.array([t.reward for t in trajectories], np.float32)
+        with timed(seconds, "reward"):
+            # Environment rewards, summed per episode; a reward-model worker adds its scores here.
+            rewards = np.array([t.reward for t in trajectories], np.float32)
         metrics: dict[str, float] = {
             "reward": float(rewards.mean()),
             "success": float(np.mean([bool(t.info.get("success", t.reward > 0)) for t in trajectories])),
@@ -190,6 +192,7 @@ class RLPipeline:
                 self.policy_version += 1
         else:
             metrics["skipped_update"] = 1.0
+        seconds["idle"] = max(0.0, time.perf_counter() - start - sum(seconds.values()))  # bookkeeping between
         metrics.update({f"time_{k}_s": v for k, v in seconds.items()})
         metrics["policy_version"] = self.policy_version
         return metrics
