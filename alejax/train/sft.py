@@ -1,0 +1,71 @@
+"""SFT data from episodes: token ids and a loss mask on the model's own turns, rendered exactly as rollout
+renders them (`agent.chat.EpisodeChat`), so what SFT teaches is what the sampler will be asked to continue."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from alejax.agent.chat import EpisodeChat
+from alejax.agent.loop import run_episode
+from alejax.agent.policy import scripted_policy
+from alejax.data.tokenizer import Tokenizer
+from alejax.envs.base import make
+
+
+def episode_tokens(
+    tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None = None
+) -> tuple[list[int], list[int]]:
+    """(tokens, loss_mask) of a finished chat: the mask covers each assistant turn and its end-of-turn token.
+
+    `messages`: optional system, the first observation, then assistant / observation turns. Observation
+    roles are kept (tool or user). Observations after the last assistant turn are dropped: rollout never
+    renders the terminal observation either, so the two token layouts stay identical.
+    """
+    while messages and messages[-1]["role"] != "assistant":
+        messages = messages[:-1]
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    turns = messages[1:] if system else list(messages)
+    if not turns or turns[0]["role"] == "assistant":
+        raise ValueError(
+            "an episode starts with an observation (user or tool message) after the system prompt"
+        )
+    chat = EpisodeChat(tokenizer, system, tools)
+    tokens = tokenizer.encode(chat.start(turns[0]["content"], role=turns[0]["role"]))
+    mask = [0] * len(tokens)
+    rest = turns[1:]
+    for i, message in enumerate(rest):
+        if message["role"] != "assistant":
+            continue
+        answer = tokenizer.encode(message["content"]) + [tokenizer.eos_id]
+        tokens += answer
+        mask += [1] * len(answer)
+        following = rest[i + 1] if i + 1 < len(rest) else None
+        if following is not None and following["role"] != "assistant":
+            context = tokenizer.encode(
+                chat.add_turn(message["content"], following["content"], role=following["role"])
+            )
+        else:
+            chat.add_final_turn(message["content"])
+            rendered, text = chat.render(), tokenizer.decode(tokens)
+            context = tokenizer.encode(rendered[len(text) :]) if rendered.startswith(text) else []
+        tokens += context
+        mask += [0] * len(context)
+    return tokens, mask
+
+
+def expert_episodes(
+    env_name: str,
+    seeds: Iterable[int],
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    max_turns: int = 50,
+    successful_only: bool = True,
+) -> list[list[dict]]:
+    """Chats of the env's scripted policy (every alejax env has one), optionally only the successful ones."""
+    env = make(env_name, **(env_kwargs or {}))
+    chats = []
+    for seed in seeds:
+        episode = run_episode(env, scripted_policy, seed, max_turns=max_turns, policy_needs_env=True)
+        if episode.reward > 0 or not successful_only:
+            chats.append(episode.messages)
+    return chats
