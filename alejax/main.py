@@ -22,6 +22,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 # A job name -> the module whose run(config) carries it out.
 JOBS = {
     "pretrain": "alejax.train.pretrain",
+    "rm": "alejax.reward.train",
 }
 
 
