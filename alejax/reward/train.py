@@ -29,7 +29,7 @@ from alejax.reward.grl import grl_lambda
 from alejax.reward.heads import HeadConfig, head_param_labels
 from alejax.reward.losses import LossConfig
 from alejax.reward.model import RewardModel, pair_loss, score
-from alejax.train.checkpoint import Checkpointer
+from alejax.train.checkpoint import Checkpointer, resume
 from alejax.train.metrics import MetricsWriter, Progress, plot_metrics
 from alejax.train.state import TrainState, make_optimizer
 from alejax.train.step import batch_shardings
@@ -205,11 +205,7 @@ def run(config: ConfigDict) -> dict[str, float]:
 
     data_iter = iter(batched_rows(train_rows, d.batch_size, seed=config.seed))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    restored = checkpointer.restore(state)
-    if restored is not None:
-        state, extra, step = restored
-        data_iter.set_state(extra["data_iter"])
-        print(f"resumed from checkpoint step {step}", flush=True)
+    state = resume(checkpointer, state, data_iter)
 
     first_step = int(state.step)
     progress = Progress(config.steps, start=first_step, every_s=config.progress_every_s, label="rm")

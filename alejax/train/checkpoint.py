@@ -54,6 +54,7 @@ __all__ = [
     "abstract_with_shardings",
     "decode_extra",
     "encode_extra",
+    "resume",
 ]
 
 logger = logging.getLogger(__name__)
@@ -518,3 +519,16 @@ class Checkpointer:
 
     def __repr__(self) -> str:
         return f"Checkpointer({str(self._directory)!r}, keep={self._keep}, async_save={self._async})"
+
+
+def resume(checkpointer: Checkpointer, state: Any, data_iter: Any = None) -> Any:
+    """`state` restored from the latest good checkpoint (in `state`'s own layout), with the data iterator
+    put back where it was; `state` unchanged on a fresh run. The one resume path of every training job."""
+    restored = checkpointer.restore(state)
+    if restored is None:
+        return state
+    state, extra, step = restored
+    if data_iter is not None and isinstance(extra, dict) and "data_iter" in extra:
+        data_iter.set_state(extra["data_iter"])
+    print(f"resumed from checkpoint step {step}", flush=True)
+    return state

@@ -23,7 +23,7 @@ from alejax.data.pipeline import batched_rows
 from alejax.data.tokenizer import Tokenizer, train_bpe
 from alejax.models.config import ModelConfig
 from alejax.parallel.mesh import make_mesh
-from alejax.train.checkpoint import Checkpointer
+from alejax.train.checkpoint import Checkpointer, resume
 from alejax.train.metrics import MetricsWriter, Progress, plot_metrics
 from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
 from alejax.train.step import make_train_step, next_token_loss
@@ -92,11 +92,7 @@ def run(config: ConfigDict) -> dict[str, float]:
 
     data_iter = iter(batched_rows(train_rows, config.data.batch_size, seed=config.seed))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    restored = checkpointer.restore(state)
-    if restored is not None:
-        state, extra, step = restored
-        data_iter.set_state(extra["data_iter"])
-        print(f"resumed from checkpoint step {step}", flush=True)
+    state = resume(checkpointer, state, data_iter)
 
     eval_step = _make_eval(graphdef, mesh)
     eval_batches = [
