@@ -62,7 +62,6 @@ def test_sft_on_expert_episodes_lowers_the_loss_on_held_out_tasks(tokenizer):
     _, shardings = train_state_shardings(cfg, tx, mesh)
     step = make_train_step(graphdef, tx, shardings, mesh)
 
-
     def held_out_loss(state):
         with jax.set_mesh(mesh):
             return float(
