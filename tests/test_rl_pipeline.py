@@ -149,3 +149,27 @@ def test_grpo_raises_reward(tokenizer):
     pool.close()
     first, last = np.mean(rewards[:4]), np.mean(rewards[-4:])
     assert last > first + 0.4 and last > 0.8, rewards
+
+
+def test_reward_worker_scores_trajectories_and_the_rl_step_trains_on_the_sum(tokenizer):
+    from alejax.reward.worker import RewardWorker
+
+    def length_scorer(params, tokens):  # a stand-in RM: the number of real tokens (right padding is 0)
+        assert tokens.shape[0] == 8  # fixed batches: one compilation per bucket
+        return (tokens != 0).sum(axis=1).astype(np.float32) * params
+
+    rl = RLConfig(groups_per_step=2, group_size=8, minibatch_size=8)
+    pipeline, pool = _pipeline(tokenizer, rl)
+    worker = RewardWorker(length_scorer, params=1.0, weight=0.5, mean=40.0, std=2.0, batch_size=8)
+    trajectories, _ = pipeline.scheduler.collect(group_requests(range(2), 8)[:5])
+    env_rewards = [t.reward for t in trajectories]
+    normalised = worker(trajectories)
+    for t, env, z in zip(trajectories, env_rewards, normalised):
+        assert z == pytest.approx((np.count_nonzero(t.tokens) - 40.0) / 2.0)
+        assert t.reward == pytest.approx(env + 0.5 * z)
+    pipeline.reward_worker = worker
+    metrics = pipeline.step(range(2, 4))
+    pool.close()
+    assert metrics["reward"] != pytest.approx(
+        metrics["env_reward"]
+    )  # the RM's share is in the trained reward

@@ -93,6 +93,7 @@ class RLPipeline:
     loss_fn: Callable
     reference_params: Any = None
     infer_shardings: Any = None
+    reward_worker: Callable | None = None  # e.g. alejax.reward.worker.RewardWorker: adds RM scores to rewards
     policy_version: int = 0
 
     @classmethod
@@ -159,10 +160,13 @@ class RLPipeline:
         with timed(seconds, "rollout"):
             trajectories, rollout_stats = self.scheduler.collect(group_requests(task_seeds, cfg.group_size))
         with timed(seconds, "reward"):
-            # Environment rewards, summed per episode; a reward-model worker adds its scores here.
+            # Environment rewards summed per episode, plus the reward model's scores when a worker is set.
+            if self.reward_worker is not None:
+                self.reward_worker([t for t in trajectories if not t.aborted])
             rewards = np.array([t.reward for t in trajectories], np.float32)
         metrics: dict[str, float] = {
             "reward": float(rewards.mean()),
+            "env_reward": float(np.mean([sum(t.turn_rewards) for t in trajectories])),
             "success": float(np.mean([bool(t.info.get("success", t.reward > 0)) for t in trajectories])),
             "episode_tokens": float(np.mean([len(t.tokens) for t in trajectories])),
             "generated_tokens": float(np.mean([sum(t.loss_mask) for t in trajectories])),

@@ -29,6 +29,7 @@ class Trajectory:
     terminated: bool = False
     truncated: bool = False
     aborted: bool = False  # an environment fault ended it; the scheduler re-samples such episodes
+    model_reward: float = 0.0  # a reward model's (weighted) score, set by the RL step's reward phase
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def add_context(self, tokens: Sequence[int]) -> None:
@@ -45,8 +46,8 @@ class Trajectory:
 
     @property
     def reward(self) -> float:
-        """The episode's return: the sum of its per-turn environment rewards."""
-        return float(sum(self.turn_rewards))
+        """The episode's return: its per-turn environment rewards plus any reward-model score."""
+        return float(sum(self.turn_rewards)) + self.model_reward
 
     @property
     def n_turns(self) -> int:
