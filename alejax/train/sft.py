@@ -7,7 +7,6 @@ from typing import Any, Iterable
 
 from alejax.agent.chat import EpisodeChat
 from alejax.agent.loop import run_episode
-from alejax.agent.policy import scripted_policy
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.base import make
 
@@ -60,12 +59,15 @@ def expert_episodes(
     env_kwargs: dict[str, Any] | None = None,
     max_turns: int = 50,
     successful_only: bool = True,
+    policy_kwargs: dict[str, Any] | None = None,
 ) -> list[list[dict]]:
-    """Chats of the env's scripted policy (every alejax env has one), optionally only the successful ones."""
+    """Chats of the env's scripted policy (every alejax env has one), optionally only the successful ones.
+    `policy_kwargs` go to the env's `scripted_policy` (e.g. compact=True for one-line `NAME ARG` actions)."""
     env = make(env_name, **(env_kwargs or {}))
     chats = []
     for seed in seeds:
-        episode = run_episode(env, scripted_policy, seed, max_turns=max_turns, policy_needs_env=True)
+        policy = lambda env: env.scripted_policy(**(policy_kwargs or {}))  # noqa: E731
+        episode = run_episode(env, policy, seed, max_turns=max_turns, policy_needs_env=True)
         if episode.reward > 0 or not successful_only:
             chats.append(episode.messages)
     return chats
