@@ -12,6 +12,7 @@ import threading
 from typing import Any, Sequence
 
 import jax
+import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -110,9 +111,15 @@ def variable_names(variable: nnx.Variable) -> tuple[str | None, ...] | None:
 
 
 def state_shardings(state: Any, mesh: Mesh, rules=None) -> Any:
-    """NamedSharding for each variable of an (abstract) nnx.State, from its logical names and shape."""
+    """NamedSharding for each variable of an (abstract) nnx.State, from its logical names and shape.
+
+    Optimizer slots that hold no array (optax.MaskedNode, from multi_transform / masked transforms) stay as
+    they are.
+    """
 
     def one(leaf):
+        if isinstance(leaf, nnx.Variable) and isinstance(leaf.get_value(), optax.MaskedNode):
+            return leaf
         names = variable_names(leaf) if isinstance(leaf, nnx.Variable) else None
         shape = leaf.shape
         spec = PartitionSpec() if names is None else logical_to_spec(names, shape, mesh, rules)

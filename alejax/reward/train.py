@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,7 @@ from alejax.reward.model import RewardModel, pair_loss, score
 from alejax.train.checkpoint import Checkpointer, resume
 from alejax.train.metrics import MetricsWriter, Progress, plot_metrics
 from alejax.train.state import TrainState, make_optimizer
-from alejax.train.step import batch_shardings
+from alejax.train.step import make_train_step
 
 
 def _dataclass_from(cls, section: ConfigDict, **overrides):
@@ -66,16 +66,6 @@ def make_rm_optimizer(optim: ConfigDict, total_steps: int) -> optax.GradientTran
     )
 
 
-def rm_state_shardings(abstract: TrainState, mesh: Mesh) -> TrainState:
-    """state_shardings, except that multi_transform's masked slots (optax.MaskedNode, no arrays) stay as they are."""
-
-    def one(leaf):
-        value = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
-        return leaf if isinstance(value, optax.MaskedNode) else state_shardings(leaf, mesh)
-
-    return jax.tree.map(one, abstract, is_leaf=lambda x: isinstance(x, (nnx.Variable, optax.MaskedNode)))
-
-
 def init_rm_state(build: Callable[[nnx.Rngs], nnx.Module], tx, mesh: Mesh, seed: int = 0):
     """(graphdef, TrainState, shardings) with every array born in its sharded layout (as init_train_state)."""
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(seed))))
@@ -85,7 +75,7 @@ def init_rm_state(build: Callable[[nnx.Rngs], nnx.Module], tx, mesh: Mesh, seed:
         opt_state=jax.eval_shape(tx.init, abstract_params),
         rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
     )
-    shardings = rm_state_shardings(abstract, mesh)
+    shardings = state_shardings(abstract, mesh)
 
     @jax.jit(out_shardings=shardings)
     def init():
@@ -112,34 +102,15 @@ def make_rm_train_step(
     """`step(state, batch) -> (state, metrics)`, jit'd with in/out shardings and donated state. lam comes from the
     traced step through the GRL schedule (no recompilation as it changes)."""
 
-    def step(state: TrainState, batch):
+    def loss_fn(model, batch, state: TrainState):
         lam = grl_lambda(loss_config.grl_schedule, state.step, total_steps, loss_config.lam_max)
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        loss, metrics = pair_loss(model, batch, loss_config, lam, key)
+        return loss, dict(metrics, lam=lam)
 
-        def loss_of(params):
-            return pair_loss(nnx.merge(graphdef, params), batch, loss_config, lam, key)
-
-        (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, **group_grad_norms(grads), lam=lam, grad_norm=optax.global_norm(grads))
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    compiled: dict[Any, Any] = {}
-
-    def run(state: TrainState, batch):
-        key = tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
-        if key not in compiled:
-            compiled[key] = jax.jit(
-                step,
-                in_shardings=(shardings, batch_shardings(mesh, batch)),
-                out_shardings=(shardings, None),
-                donate_argnums=(0,),
-            )
-        with jax.set_mesh(mesh):
-            return compiled[key](state, batch)
-
-    return run
+    return make_train_step(
+        graphdef, tx, shardings, mesh, loss_fn, loss_needs_state=True, grad_metrics=group_grad_norms
+    )
 
 
 def make_scorer(graphdef, mesh: Mesh):

@@ -81,20 +81,28 @@ def make_train_step(
     state_shardings: TrainState,
     mesh: Mesh,
     loss_fn: LossFn = next_token_loss,
+    *,
+    loss_needs_state: bool = False,
+    grad_metrics: Callable[[Any], dict[str, jax.Array]] | None = None,
 ):
     """`step(state, batch) -> (state, metrics)`: jit'd with explicit in/out shardings and donated state.
 
     The batch's shardings come from the rule table and the batch's shapes; one compilation per shape.
+    `loss_needs_state`: loss_fn(model, batch, state) sees the (traced) step and RNG, e.g. for a schedule
+    inside the loss. `grad_metrics(grads)` adds metrics read off the gradients (e.g. per-group norms).
     """
 
     def step(state: TrainState, batch: Batch):
         def loss_of(params):
-            return loss_fn(nnx.merge(graphdef, params), batch)
+            model = nnx.merge(graphdef, params)
+            return loss_fn(model, batch, state) if loss_needs_state else loss_fn(model, batch)
 
         (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+        if grad_metrics is not None:
+            metrics.update(grad_metrics(grads))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
