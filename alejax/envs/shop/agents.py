@@ -87,34 +87,33 @@ class ExpertAgent:
         return actions.click(pages.BACK)
 
 
-class RandomAgent:
+class _SearchesTheRequest:
+    """Baselines that search the user's request verbatim whenever the search bar is shown."""
+
+    def reset(self, env, observation: str) -> None:
+        self.request = user_request(parse_observation(observation)[0]) or "商品"
+
+    def act(self, observation: str) -> str:
+        _, search, clickables = parse_observation(observation)
+        return actions.search(self.request) if search else self.browse(clickables)
+
+
+class RandomAgent(_SearchesTheRequest):
     """Searches the request verbatim, then clicks uniformly at random."""
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
 
-    def reset(self, env, observation: str) -> None:
-        self.request = user_request(parse_observation(observation)[0]) or "商品"
-
-    def act(self, observation: str) -> str:
-        parts, search, clickables = parse_observation(observation)
-        if search:
-            return actions.search(self.request)
+    def browse(self, clickables: list[str]) -> str:
         if not clickables:
             return actions.click(pages.BACK)
         return actions.click(clickables[int(self.rng.integers(len(clickables)))])
 
 
-class FirstResultAgent:
+class FirstResultAgent(_SearchesTheRequest):
     """Searches the request verbatim, clicks the first result, buys it (no options, no questions)."""
 
-    def reset(self, env, observation: str) -> None:
-        self.request = user_request(parse_observation(observation)[0]) or "商品"
-
-    def act(self, observation: str) -> str:
-        parts, search, clickables = parse_observation(observation)
-        if search:
-            return actions.search(self.request)
+    def browse(self, clickables: list[str]) -> str:
         if pages.BUY in clickables:
             return actions.click(pages.BUY)
         ids = [c for c in clickables if c not in (pages.BACK, pages.NEXT, pages.PREV)]
