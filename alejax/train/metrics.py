@@ -23,6 +23,38 @@ def _scalar(value: Any) -> float | int | None:
     return item if isinstance(item, int) else float(item)
 
 
+class _LocalEventWriter:
+    """TensorBoard's event file on a local path, written without TensorFlow: tensorboard's own writer
+    routes through `tensorboard.compat.tf`, which imports TensorFlow (seconds, log noise) whenever it is
+    installed, e.g. with the seqio extra."""
+
+    def __init__(self, logdir: str):
+        import socket
+
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        os.makedirs(logdir, exist_ok=True)
+        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
+        self._records = RecordWriter(open(os.path.join(logdir, name), "wb"))
+        self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def add_event(self, event) -> None:
+        self._records.write(event.SerializeToString())
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
+
+
+def _event_writer(logdir: str):
+    if "://" in logdir:  # gs:// and other remote paths: tensorboard's writer knows their file systems
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        return EventFileWriter(logdir)
+    return _LocalEventWriter(logdir)
+
+
 class MetricsWriter:
     """Appends `{"step": s, **scalars}` lines to `<workdir>/metrics.jsonl` and TensorBoard events."""
 
@@ -39,9 +71,7 @@ class MetricsWriter:
         self._file = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-            self._tb = EventFileWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = _event_writer(os.path.join(workdir, "tensorboard"))
         self._wandb = None
         if wandb_project:
             try:

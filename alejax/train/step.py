@@ -20,6 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from alejax.models.transformer import Transformer
+from alejax.parallel.distributed import global_batch_from_full
 from alejax.parallel.rules import logical_to_spec
 from alejax.train.state import TrainState
 
@@ -120,6 +121,8 @@ def make_train_step(
         return compiled[key]
 
     def run(state: TrainState, batch: Batch):
+        if jax.process_count() > 1:  # multi-host: jit takes only global arrays, each host places its pieces
+            batch = global_batch_from_full(batch, batch_shardings(mesh, batch))
         with jax.set_mesh(mesh):
             return jitted_for(batch)(state, batch)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alejax.envs.shop import actions, pages
+from alejax.envs.shop import actions, pages, scoring
 
 
 def parse_observation(observation: str) -> tuple[list[str], bool, list[str]]:
@@ -36,6 +36,9 @@ class ExpertAgent:
     """Asks the shopper about every goal family (multi-turn), searches with the catalogue's own words, pages
     through results to the target, selects the goal options, checks the features, proposes, buys."""
 
+    def __init__(self, check_details: bool = True):
+        self.check_details = check_details
+
     def reset(self, env: pages.ShopEnv, observation: str) -> None:
         self.env = env
         task = env.task
@@ -56,21 +59,29 @@ class ExpertAgent:
         self.checked = False
         self.proposed = False
 
+    def meets_goal(self, index: int) -> bool:
+        """Buying product `index` with the goal's options would be a full success."""
+        product = self.world.product(index)
+        offered = {v for values in product.options.values() for v, _ in values}
+        if not set(self.env.task.options.values()) <= offered:
+            return False
+        return bool(scoring.score_purchase(product, dict(self.env.task.options), self.env.task).success)
+
     def act(self, observation: str) -> str:
-        parts, search, clickables = parse_observation(observation)
+        parts, search, clickables = parse_observation(self.env.standard_observation())
         if self.questions:
             return actions.ask(self.questions.pop(0))
         if search:
             return actions.search(self.queries.pop(0) if len(self.queries) > 1 else self.queries[0])
         if pages.BUY in clickables:  # item page
-            if self.target_title not in parts:
+            if self.target_title not in parts and not self.meets_goal(self.env.item):
                 return actions.click(pages.PREV)
             offered = set(clickables)
             for axis, value in list(self.options.items()):
                 self.options.pop(axis)
                 if value in offered:
                     return actions.click(value)
-            if not self.checked:
+            if not self.checked and self.check_details:
                 self.checked = True
                 return actions.click("features")
             if self.env.scenario.multi_turn and not self.proposed:
@@ -79,6 +90,11 @@ class ExpertAgent:
             return actions.click(pages.BUY)
         if clickables == [pages.BACK, pages.PREV]:  # a details sub-page: back to the item
             return actions.click(pages.PREV)
+        # The first listed product that meets the whole goal (what a careful shopper would pick, and a rule
+        # a policy can learn from the page), else the target itself further down.
+        for pid in clickables:
+            if pid in self.env._by_id and self.meets_goal(self.env._by_id[pid]):
+                return actions.click(pid)
         for k, part in enumerate(parts[1:], 1):
             if part == self.target_title and parts[k - 1] in clickables:
                 return actions.click(parts[k - 1])
@@ -91,10 +107,11 @@ class _SearchesTheRequest:
     """Baselines that search the user's request verbatim whenever the search bar is shown."""
 
     def reset(self, env, observation: str) -> None:
-        self.request = user_request(parse_observation(observation)[0]) or "商品"
+        self.env = env
+        self.request = user_request(parse_observation(env.standard_observation())[0]) or "商品"
 
     def act(self, observation: str) -> str:
-        _, search, clickables = parse_observation(observation)
+        _, search, clickables = parse_observation(self.env.standard_observation())
         return actions.search(self.request) if search else self.browse(clickables)
 
 

@@ -27,7 +27,9 @@ NEXT = "next >"
 PREV = "< prev"
 BUY = "buy now"
 SUBPAGES = ("description", "features", "reviews")
-LOOP_REPEATS = 3  # the same action on the same page this many times is a loop
+LOOP_REPEATS = 3
+REWARDS = ("loose", "strict", "success")
+VIEWS = ("standard", "compact")  # the same action on the same page this many times is a loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,10 @@ class ShopEnv:
         world=None,
         shopper_factory=None,
         max_steps: int | None = None,
+        page_size: int = PAGE_SIZE,
+        top_k: int = TOP_K,
+        reward: str = "loose",
+        view: str = "standard",
     ):
         self.scenario_name = scenario
         self.scenario = SCENARIOS[scenario]
@@ -89,6 +95,17 @@ class ShopEnv:
         self.split = split
         self.shopper_factory = shopper_factory or (lambda task, persona: RuleShopper(task, persona))
         self.max_steps = max_steps or self.scenario.max_steps
+        # Shorter result pages / lists make shorter episodes (the tiny-policy quickstart uses 5 of 20).
+        self.page_size, self.top_k = page_size, top_k
+        # The purchase's reward: R_loose (ShopSimulator's), R_strict, or full success (binary, as IPA assumes).
+        if reward not in REWARDS:
+            raise ValueError(f"reward={reward!r}: expected one of {', '.join(REWARDS)}")
+        self.reward = reward
+        # "standard": ShopSimulator's page text; "compact": the same information in about half the tokens
+        # (one line per result, no separators or repeated control lists), for small policies.
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r}: expected one of {', '.join(VIEWS)}")
+        self.view = view
         self.system_prompt = SYSTEM_PROMPT.format(ask=ASK_LINE if self.scenario.multi_turn else "")
         self.tools = TOOLS + ([ASK_TOOL] if self.scenario.multi_turn else [])
         self._pool = self.world.split_indices(split)
@@ -132,6 +149,22 @@ class ShopEnv:
                 return task
         raise RuntimeError("no task with a unique goal in this split")
 
+    def scripted_policy(self, check_details: bool = True):
+        """The privileged expert (`agents.ExpertAgent`) for the current episode, as a Policy (messages ->
+        action): the SFT data source. `check_details=False` skips the features look (shorter episodes)."""
+        from alejax.envs.shop.agents import ExpertAgent
+
+        agent, started = ExpertAgent(check_details=check_details), []
+
+        def act(messages: list[dict]) -> str:
+            observation = self.standard_observation()
+            if not started:
+                agent.reset(self, observation)
+                started.append(True)
+            return agent.act(observation)
+
+        return act
+
     def instruction(self) -> str:
         """What the user said up front (multi-turn: nothing beyond the opening line)."""
         if self.scenario.multi_turn:
@@ -165,7 +198,7 @@ class ShopEnv:
             else:
                 self.query, self.results, self.results_page = (
                     parsed.arg,
-                    self.index.search(parsed.arg, TOP_K),
+                    self.index.search(parsed.arg, self.top_k),
                     1,
                 )
                 self.page = "results"
@@ -230,7 +263,7 @@ class ShopEnv:
         product = self.world.product(self.item)
         self.score = scoring.score_purchase(product, dict(self.selected), self.task)
         self.bought_after_refusal = self.refused_pending
-        return self.score.loose, True
+        return getattr(self.score, self.reward), True
 
     def _final_info(self, truncated: bool) -> dict:
         bought = not truncated
@@ -248,6 +281,7 @@ class ShopEnv:
         info = {"tags": tags, "n_invalid": self.n_invalid, "task": int(self.task.index)}
         if bought:
             info["score"] = self.score.as_dict()
+        info["success"] = bool(bought and self.score.success)  # full success (R_succ), for RL metrics
         return info
 
     # ---- rendering ------------------------------------------------------------------------------
@@ -265,8 +299,8 @@ class ShopEnv:
         return self._ids[product]
 
     def _page_results(self) -> list[int]:
-        lo = (self.results_page - 1) * PAGE_SIZE
-        return self.results[lo : lo + PAGE_SIZE]
+        lo = (self.results_page - 1) * self.page_size
+        return self.results[lo : lo + self.page_size]
 
     def clickables(self) -> list[str]:
         if self.page == "search":
@@ -275,7 +309,7 @@ class ShopEnv:
             out = [BACK]
             if self.results_page > 1:
                 out.append(PREV)
-            if self.results_page * PAGE_SIZE < len(self.results):
+            if self.results_page * self.page_size < len(self.results):
                 out.append(NEXT)
             return out + [self.display_id(i) for i in self._page_results()]
         if self.page == "item":
@@ -292,7 +326,7 @@ class ShopEnv:
             return text + ["Search"]
         if self.page == "results":
             n = len(self.results)
-            pages = max(1, -(-n // PAGE_SIZE))
+            pages = max(1, -(-n // self.page_size))
             text = [f"Results for: {self.query}", f"Page {self.results_page}/{pages} (total results: {n})"]
             if not n:
                 text.append("No products found")
@@ -314,10 +348,38 @@ class ShopEnv:
             return list(product.bullets)
         return list(product.reviews)
 
-    def _observation(self, prefix: list[str]) -> str:
+    def _observation(self, prefix: list[str], view: str | None = None) -> str:
+        if (view or self.view) == "compact":
+            return "\n".join(prefix + self.compact_page_text())
         text = SEP.join(prefix + self.page_text())
         search = "available" if self.page == "search" else "unavailable"
         return f"{text}\n[search] {search}\n[clickables] " + " | ".join(self.clickables())
+
+    def standard_observation(self) -> str:
+        """The current page in the standard view (what the scripted agents parse, whatever the policy sees)."""
+        return self._observation([], view="standard")
+
+    def compact_page_text(self) -> list[str]:
+        """The compact view: every clickable stays visible (ids, option values, next >), the fixed
+        controls (back to search, < prev, description, features, reviews, buy now) are left implicit."""
+        if self.page == "search":
+            return [self.instruction() or "Search"]
+        if self.page == "results":
+            lines = [f"Page {self.results_page}" + (" (next >)" if NEXT in self.clickables() else "")]
+            if not self.results:
+                lines.append("No products found")
+            for i in self._page_results():
+                product = self.world.product(i)
+                lines.append(f"{self.display_id(i)} {product.title} ¥{product.price:g}")
+            return lines
+        if self.page != "item":
+            return self.page_text()
+        product = self.world.product(self.item)
+        lines = [f"{product.title} ¥{product.price_with(self.selected):g}"]
+        for axis, values in product.options.items():
+            chosen = self.selected.get(axis)
+            lines.append(f"{axis}: " + (f"[{chosen}]" if chosen else " / ".join(v for v, _ in values)))
+        return lines
 
 
 def _match_clickable(arg: str, clickables: list[str]) -> str | None:
