@@ -22,7 +22,10 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 # A job name -> the module whose run(config) carries it out.
 JOBS = {
     "pretrain": "alejax.train.pretrain",
+    "sft": "alejax.train.sft",
+    "quickstart": "alejax.quickstart",
     "rm": "alejax.reward.train",
+    "rl": "alejax.rl.train",
 }
 
 
@@ -36,6 +39,10 @@ def run_job(config) -> object:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use --config.key=value for overrides")
+    # Multi-host: join the job (jax.distributed) before any JAX computation; a no-op on one process.
+    from alejax.parallel.distributed import maybe_initialize
+
+    maybe_initialize(flags.FLAGS.config)
     run_job(flags.FLAGS.config)
 
 

@@ -77,6 +77,33 @@ def run(config: ConfigDict) -> dict[str, float]:
         flush=True,
     )
 
+    _, _, last = fit_packed_rows(
+        config,
+        workdir,
+        model_config,
+        train_rows,
+        eval_rows,
+        title=f"LM training ({model_config.num_params() / 1e6:.1f}M params)",
+    )
+    print(f"done in {time.time() - t_start:.0f}s", flush=True)
+    return last
+
+
+def fit_packed_rows(
+    config: ConfigDict,
+    workdir: str,
+    model_config: ModelConfig,
+    train_rows: dict[str, np.ndarray],
+    eval_rows: dict[str, np.ndarray],
+    *,
+    title: str,
+):
+    """The next-token training loop shared by pretraining and SFT (rows carry their loss masks).
+
+    `config` holds seed, mesh, optim.*, steps, data.batch_size and the log / eval / checkpoint cadence.
+    Checkpoints under `workdir/checkpoints` carry the grain iterator's state, so a rerun resumes mid-epoch
+    exactly where the last checkpoint stopped. Returns (graphdef, state, last metrics).
+    """
     mesh = make_mesh(config.mesh.to_dict())
     tx = make_optimizer(
         config.optim.learning_rate,
@@ -90,14 +117,15 @@ def run(config: ConfigDict) -> dict[str, float]:
     _, shardings = train_state_shardings(model_config, tx, mesh)
     train_step = make_train_step(graphdef, tx, shardings, mesh, next_token_loss)
 
-    data_iter = iter(batched_rows(train_rows, config.data.batch_size, seed=config.seed))
+    batch_size = config.data.batch_size
+    data_iter = iter(batched_rows(train_rows, batch_size, seed=config.seed))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     state = resume(checkpointer, state, data_iter)
 
     eval_step = _make_eval(graphdef, mesh)
     eval_batches = [
-        {k: v[i : i + config.data.batch_size] for k, v in eval_rows.items()}
-        for i in range(0, len(eval_rows["tokens"]) - config.data.batch_size + 1, config.data.batch_size)
+        {k: v[i : i + batch_size] for k, v in eval_rows.items()}
+        for i in range(0, len(eval_rows["tokens"]) - batch_size + 1, batch_size)
     ]
     eval_batches = eval_batches[: config.eval_batches] or [{k: v[:1] for k, v in eval_rows.items()}]
 
@@ -129,14 +157,14 @@ def run(config: ConfigDict) -> dict[str, float]:
     png = plot_metrics(
         os.path.join(workdir, "metrics.jsonl"),
         ["loss", "eval_loss", "grad_norm", "tokens_per_s"],
-        title=f"LM training ({model_config.num_params() / 1e6:.1f}M params)",
+        title=title,
     )
     print(
-        f"done: {config.steps} steps in {time.time() - t_start:.0f}s; final loss {last.get('loss', float('nan')):.3f}, "
+        f"{title}: {config.steps} steps; final loss {last.get('loss', float('nan')):.3f}, "
         f"eval loss {last.get('eval_loss', float('nan')):.3f}; metrics {writer.path}, plot {png}",
         flush=True,
     )
-    return last
+    return graphdef, state, last
 
 
 def _make_eval(graphdef, mesh):

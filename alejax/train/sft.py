@@ -3,10 +3,15 @@ renders them (`agent.chat.EpisodeChat`), so what SFT teaches is what the sampler
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
+
+import numpy as np
+from ml_collections import ConfigDict
 
 from alejax.agent.chat import EpisodeChat
 from alejax.agent.loop import run_episode
+from alejax.data.packing import pack_documents
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.base import make
 
@@ -71,3 +76,92 @@ def expert_episodes(
         if episode.reward > 0 or not successful_only:
             chats.append(episode.messages)
     return chats
+
+
+# -- the SFT job ----------------------------------------------------------------------------------------
+def episodes_tokenizer(
+    chats: list[list[dict]], vocab_size: int, tools: list[dict] | None = None
+) -> Tokenizer:
+    """A byte-level BPE trained on the chats as the model will see them (chat template included, so the
+    template's own words become single tokens)."""
+    from alejax.data.tokenizer import DEFAULT_CHAT_TEMPLATE, render_chat_template, train_bpe
+
+    rendered = (render_chat_template(DEFAULT_CHAT_TEMPLATE, chat, tools=tools) for chat in chats)
+    return train_bpe(rendered, vocab_size=vocab_size)
+
+
+def sft_rows(
+    tokenizer: Tokenizer, chats: list[list[dict]], seq_len: int, tools: list[dict] | None = None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Packed rows (loss on the assistant turns only) and how many episodes had to be split across rows."""
+    encoded = [episode_tokens(tokenizer, chat, tools) for chat in chats]
+    too_long = sum(len(tokens) > seq_len for tokens, _ in encoded)
+    rows = pack_documents([t for t, _ in encoded], seq_len, loss_masks=[m for _, m in encoded])
+    return rows, too_long
+
+
+def with_system_prompt(chats: list[list[dict]], system_prompt: str | None) -> list[list[dict]]:
+    """`system_prompt` replaces each chat's system message ("" drops it; None keeps the env's)."""
+    if system_prompt is None:
+        return chats
+    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [head + [m for m in chat if m["role"] != "system"] for chat in chats]
+
+
+def run(config: ConfigDict) -> dict[str, float]:
+    """The `sft` job: `train_sft`, then the model in Hugging Face format under `workdir/model` (with its
+    tokenizer), loadable by `alejax.rollout.policy.load_policy` and the agent CLI."""
+    from flax import nnx
+
+    from alejax.models.hf import save_pretrained
+
+    graphdef, params, tokenizer, last = train_sft(config)
+    model_dir = os.path.join(config.workdir, "model")
+    save_pretrained(nnx.merge(graphdef, params), model_dir, eos_token_id=tokenizer.eos_id)
+    tokenizer.save(model_dir)
+    print(f"model saved to {model_dir}", flush=True)
+    return {**last, "model_dir": model_dir}
+
+
+def train_sft(config: ConfigDict):
+    """SFT on an env's scripted-expert episodes: chats -> BPE (kept in `workdir/tokenizer`) -> packed rows
+    with loss masks -> the shared next-token loop (grain state in every checkpoint, so a rerun resumes
+    mid-epoch; a finished run just loads). Returns (graphdef, params, tokenizer, last metrics)."""
+    from alejax.train.pretrain import fit_packed_rows, model_config_from
+
+    workdir = config.workdir
+    os.makedirs(workdir, exist_ok=True)
+    env_kwargs = config.env_kwargs.to_dict()
+    env = make(config.env, **env_kwargs)
+    n = config.data.n_episodes
+    chats = expert_episodes(
+        config.env,
+        range(config.data.first_seed, config.data.first_seed + n),
+        env_kwargs=env_kwargs,
+        policy_kwargs=config.expert.to_dict(),
+    )
+    if not chats:
+        raise RuntimeError(f"the scripted expert of {config.env!r} succeeded on none of {n} episodes")
+    chats = with_system_prompt(chats, config.system_prompt if config.system_prompt != "env" else None)
+    tools = env.tools if config.render_tools else None
+    saved = os.path.join(workdir, "tokenizer")
+    if os.path.exists(os.path.join(saved, "tokenizer.json")):
+        tokenizer = Tokenizer.from_dir(saved)
+    else:
+        tokenizer = episodes_tokenizer(chats, config.model.vocab_size, tools)
+        tokenizer.save(saved)
+    n_eval = max(1, int(len(chats) * config.data.eval_fraction))
+    train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], config.data.seq_len, tools)
+    eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], config.data.seq_len, tools)
+    model_config = model_config_from(config, vocab_size=max(config.model.vocab_size, tokenizer.vocab_size))
+    mean_tokens = float(np.mean([len(episode_tokens(tokenizer, c, tools)[0]) for c in chats[:50]]))
+    print(
+        f"sft data: {len(chats)}/{n} successful expert episodes of {config.env} (~{mean_tokens:.0f} tokens each; "
+        f"{too_long} split across rows) -> {len(train_rows['tokens'])} rows of {config.data.seq_len}; "
+        f"model {model_config.num_params() / 1e6:.2f}M params",
+        flush=True,
+    )
+    graphdef, state, last = fit_packed_rows(
+        config, workdir, model_config, train_rows, eval_rows, title=f"SFT on {config.env}"
+    )
+    return graphdef, state.params, tokenizer, last

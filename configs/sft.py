@@ -1,0 +1,62 @@
+"""SFT a small policy on an env's scripted-expert episodes (multi-turn; the loss on the model's turns only).
+
+Run:   python -m alejax.main --config=configs/sft.py                  # ShopSimulator, tiny model, CPU, minutes
+       python -m alejax.main --config=configs/sft.py:arithmetic       # the arithmetic tool-use env
+Writes <workdir>/model (Hugging Face format + tokenizer): `python -m alejax.agent --policy=<workdir>/model`.
+"""
+
+import dataclasses
+
+from ml_collections import ConfigDict
+
+from alejax.models.config import get_preset
+
+# A one-line system prompt: the tiny model cannot use the env's long one, and every token costs.
+SHOP_SYSTEM_PROMPT = "购物助手：每步输出一个动作 search[关键词] 或 click[值]。"
+
+
+def get_config(preset: str | None = None) -> ConfigDict:
+    preset = preset or "tiny"
+    c = ConfigDict()
+    c.job = "sft"
+    c.seed = 0
+    c.workdir = f"runs/sft_{preset}"
+    c.env = "shop/single"
+    c.env_kwargs = ConfigDict({"world_seed": 0, "n_products": 500, "split": "train", "page_size": 5})
+    c.expert = ConfigDict({"check_details": False})  # kwargs of the env's scripted_policy
+    c.system_prompt = SHOP_SYSTEM_PROMPT  # "env": the env's own; "": none
+    c.render_tools = False  # tool schemas in the system turn (the shop's actions are plain text)
+
+    model = dataclasses.replace(get_preset("tiny"), vocab_size=2000, max_position_embeddings=1024)
+    c.model = ConfigDict(dataclasses.asdict(model))
+    c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+
+    c.data = ConfigDict()
+    c.data.n_episodes = 2000
+    c.data.first_seed = 0
+    c.data.seq_len = 1024
+    c.data.batch_size = 8
+    c.data.eval_fraction = 0.05
+
+    c.optim = ConfigDict()
+    c.optim.learning_rate = 3e-3
+    c.optim.warmup_steps = 20
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 1.0
+    c.optim.schedule = "cosine"
+
+    c.steps = 300
+    c.log_every = 10
+    c.eval_every = 50
+    c.eval_batches = 4
+    c.checkpoint_every = 50
+    c.keep_checkpoints = 2
+    c.progress_every_s = 10.0
+    c.wandb_project = ""
+
+    if preset == "arithmetic":
+        c.env, c.env_kwargs, c.expert = "arithmetic/easy", ConfigDict({}), ConfigDict({"compact": True})
+        c.system_prompt, c.data.seq_len = "env", 256
+    elif preset != "tiny":
+        raise ValueError(f"unknown preset {preset!r} for configs/sft.py; expected tiny or arithmetic")
+    return c
