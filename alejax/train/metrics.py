@@ -147,15 +147,13 @@ def _fmt_seconds(seconds: float) -> str:
 
 def plot_metrics(path: str, keys: Sequence[str], out_png: str | None = None, title: str | None = None) -> str:
     """One panel per key (those present), x = step; saved next to the metrics file by default."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     rows = read_metrics(path)
     keys = [k for k in keys if any(k in r for r in rows)]
     out_png = out_png or os.path.splitext(path)[0] + ".png"
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.4), squeeze=False)
+    fig = Figure(figsize=(4.5 * max(len(keys), 1), 3.4))
+    axes = fig.subplots(1, max(len(keys), 1), squeeze=False)
     for ax, key in zip(axes[0], keys):
         points = [(r["step"], r[key]) for r in rows if key in r]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 40 else None)
@@ -166,5 +164,4 @@ def plot_metrics(path: str, keys: Sequence[str], out_png: str | None = None, tit
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png
