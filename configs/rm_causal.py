@@ -46,6 +46,9 @@ def get_config(preset: str | None = None, kind: str = "causal") -> ConfigDict:
     c.data.n_eval = 512
     c.data.train_split = "train"  # "balanced": the oracle (decorrelated training data)
     c.data.label_noise = 0.1
+    # copy: the answer repeats the first operand, a task the tiny backbone learns in this budget (sum, the
+    # original (a + b) mod 10, it does not: it then learns only the artifacts and Tier B measures capacity).
+    c.data.task = "copy"
     c.data.batch_size = 32
     c.data.attrs = True  # feed the known artifacts (length, SURE, agreement) for attribute-aware options
 

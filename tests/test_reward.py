@@ -109,7 +109,7 @@ def test_conditional_penalties_see_artifacts_read_by_the_reward_but_not_the_labe
     quality = rng.normal(size=(2 * n, 1))
     honest = quality + np.r_[np.ones((n, 1)), -np.ones((n, 1))]  # depends on the label only
     reads_artifact = np.r_[attrs_w, attrs_l] + 0.1 * quality
-    for name in ("hsic", "mmd_conditional", "decorrelation_conditional"):
+    for name in ("hsic", "mmd_conditional", "decorrelation_conditional", "mmd_conditional_pair"):
         fn = INDEPENDENCE[name]
         low = float(
             fn(jnp.asarray(honest[:n]), jnp.asarray(honest[n:]), jnp.asarray(attrs_w), jnp.asarray(attrs_l))
@@ -121,6 +121,24 @@ def test_conditional_penalties_see_artifacts_read_by_the_reward_but_not_the_labe
     # The marginal penalty also charges the honest reward (it correlates with the label, hence the artifact).
     marginal = INDEPENDENCE["decorrelation"]
     assert float(marginal(*(jnp.asarray(x) for x in (honest[:n], honest[n:], attrs_w, attrs_l)))) > 0.3
+
+
+def test_pair_penalty_is_not_dodged_by_prompt_offsets():
+    # A token RM can add a large prompt-dependent offset (shared by both responses of a pair): the
+    # per-response statistic is diluted by it, the margin-based one is unchanged.
+    rng = np.random.default_rng(1)
+    n = 256
+    attrs_w, attrs_l = rng.normal(size=(n, 1)), rng.normal(size=(n, 1))
+    reads = np.r_[attrs_w, attrs_l] + 0.3 * rng.normal(size=(2 * n, 1))
+    offset = 30.0 * np.tile(rng.normal(size=(n, 1)), (2, 1))
+    per_response, pair = INDEPENDENCE["mmd_conditional"], INDEPENDENCE["mmd_conditional_pair"]
+
+    def value(fn, r):
+        return float(fn(*(jnp.asarray(x) for x in (r[:n], r[n:], attrs_w, attrs_l))))
+
+    assert value(per_response, reads + offset) < 0.2 * value(per_response, reads)
+    np.testing.assert_allclose(value(pair, reads + offset), value(pair, reads), rtol=1e-4)
+    assert value(pair, reads) > 0.1
 
 
 # ---- the backbone reward model: sharding and the job ------------------------------------------------------

@@ -35,7 +35,8 @@ def tokenizer():
     return train_bpe(generate_corpus(300, seed=0), vocab_size=400)
 
 
-def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0, placement=None):
+def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0, placement=None, critic=None):
+    """`critic`: a CriticConfig to give the pipeline a value model (on the critic role's mesh)."""
     cfg = ModelConfig(
         vocab_size=tokenizer.vocab_size,
         d_model=32,
@@ -54,6 +55,10 @@ def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0, placeme
     graphdef, state = init_train_state(cfg, tx, mesh, seed=seed)
     _, shardings = train_state_shardings(cfg, tx, mesh)
     pool = ThreadEnvPool(FirstLetterEnv, 8)
+    if critic is not None:
+        from alejax.rl.critic import Critic
+
+        critic = Critic.create(cfg, meshes["critic"] if meshes else mesh, critic, seed=seed)
     pipeline = RLPipeline.build(
         rl,
         graphdef,
@@ -68,6 +73,7 @@ def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0, placeme
         max_length=128,
         seed=seed,
         infer_mesh=meshes["actor_infer"] if meshes else None,
+        critic=critic,
     )
     return pipeline, pool
 
@@ -173,3 +179,71 @@ def test_reward_worker_scores_trajectories_and_the_rl_step_trains_on_the_sum(tok
     assert metrics["reward"] != pytest.approx(
         metrics["env_reward"]
     )  # the RM's share is in the trained reward
+
+
+def test_async_rollout_overlaps_training_within_the_version_gap(tokenizer):
+    rl = RLConfig(
+        groups_per_step=2,
+        group_size=8,
+        minibatch_size=8,
+        filter_zero_variance_groups=False,
+        max_policy_version_gap=1,
+    )
+    pipeline, pool = _pipeline(tokenizer, rl, lr=1e-2)
+    # Record, for every rollout, the weights the sampler held when it started: its trajectories' μ must
+    # come from exactly those weights (the sampler is never updated under a running rollout).
+    rollouts = []
+    collect = pipeline._collect
+
+    def recording_collect(seeds, version):
+        weights = jax.tree.map(np.asarray, pipeline.sampler.params)
+        trajectories, stats, wall = collect(seeds, version)
+        rollouts.append((version, weights, trajectories))
+        return trajectories, stats, wall
+
+    pipeline._collect = recording_collect
+    seeds = [range(2 * i, 2 * i + 2) for i in range(4)]
+    steps = [pipeline.step(s, seeds[i + 1] if i + 1 < len(seeds) else None) for i, s in enumerate(seeds)]
+    pipeline.close()
+    pool.close()
+    assert [m["staleness"] for m in steps] == [0, 1, 1, 1]  # the first rollout has nothing to overlap
+    assert [m["policy_version"] for m in steps] == [1, 2, 3, 4]
+    assert all(m["stale_dropped"] == 0 and "skipped_update" not in m for m in steps)
+    assert all(m["overlap_fraction"] > 0 for m in steps[1:]) and steps[0]["overlap_fraction"] == 0
+    for m in steps:
+        for phase in ("rollout", "reward", "reference", "old_logp", "train", "sync", "idle"):
+            assert m[f"time_{phase}_s"] >= 0, phase
+    assert [v for v, _, _ in rollouts] == [0, 0, 1, 2]
+    # The last step synced at once (nothing in flight): the sampler holds the final weights.
+    assert pipeline.sampler_version == pipeline.policy_version == 4
+    for version, weights, trajectories in rollouts[1:]:
+        batch = collate(trajectories, pad_to=128)
+        logp = pipeline._logprobs(jax.tree.map(jax.numpy.asarray, weights), batch)
+        mask = batch.loss_mask.astype(bool)
+        np.testing.assert_allclose(logp[mask], batch.behaviour_logp[mask], atol=1e-4, err_msg=f"v{version}")
+
+
+def test_a_batch_staler_than_the_gap_is_not_trained_on(tokenizer):
+    rl = RLConfig(groups_per_step=2, group_size=8, minibatch_size=8, filter_zero_variance_groups=False)
+    pipeline, pool = _pipeline(tokenizer, rl)
+    pipeline.policy_version = 3  # as if the trainer had moved on while these episodes were sampled
+    metrics = pipeline.step(range(2))
+    pool.close()
+    assert metrics["staleness"] == 3 and metrics["stale_dropped"] == 16 and metrics["skipped_update"] == 1
+    assert metrics["policy_version"] == 3
+    with pytest.raises(ValueError, match="max_policy_version_gap"):
+        RLConfig(max_policy_version_gap=-1)
+
+
+@pytest.mark.slow
+def test_async_grpo_raises_reward(tokenizer):
+    rl = RLConfig(groups_per_step=4, group_size=8, minibatch_size=8, epochs=2, max_policy_version_gap=1)
+    pipeline, pool = _pipeline(tokenizer, rl, seed=1)
+    seeds = [range(4 * i, 4 * i + 4) for i in range(21)]
+    steps = [pipeline.step(seeds[i], seeds[i + 1]) for i in range(20)]
+    pipeline.close()
+    pool.close()
+    rewards = [m["reward"] for m in steps]
+    assert max(m["staleness"] for m in steps) == 1
+    first, last = np.mean(rewards[:4]), np.mean(rewards[-4:])
+    assert last > first + 0.4 and last > 0.8, rewards

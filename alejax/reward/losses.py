@@ -120,6 +120,14 @@ def _conditional(stat: Callable[[Array, Array], Array]):
     return lambda t_w, t_l, a_w, a_l: stat(t_w, a_w) + stat(t_l, a_l)
 
 
+def _conditional_pairs(stat: Callable[[Array, Array], Array]):
+    # Given the label, on pairs: the margin r_w - r_l against the artifact differences. A reward that shifts
+    # with the prompt (token RMs) dilutes a per-response statistic without changing any pair's ranking; the
+    # margin cancels such offsets, and an honest margin (quality difference) is independent of artifacts
+    # attached given the label.
+    return lambda t_w, t_l, a_w, a_l: stat(t_w - t_l, a_w - a_l)
+
+
 def _marginal(stat: Callable[[Array, Array], Array]):
     # Pooled over labels (ODIN-style): also penalizes the label's own correlation with the artifact.
     return lambda t_w, t_l, a_w, a_l: stat(jnp.concatenate([t_w, t_l]), jnp.concatenate([a_w, a_l]))
@@ -128,6 +136,7 @@ def _marginal(stat: Callable[[Array, Array], Array]):
 INDEPENDENCE: dict[str, Callable[[Array, Array, Array, Array], Array]] = {
     "hsic": _conditional(hsic),
     "mmd_conditional": _conditional(mmd_split),
+    "mmd_conditional_pair": _conditional_pairs(mmd_split),
     "decorrelation_conditional": _conditional(squared_correlation),
     "decorrelation": _marginal(squared_correlation),
     "hsic_marginal": _marginal(hsic),

@@ -2,7 +2,8 @@
 
   prompt    BOS a + b = USER c ANS          (c: the user's belief about the answer)
   response  [SURE] d FILL*k EOS              (d: the answer; k: filler length)
-Gold utility: d == (a + b) mod 10. Each pair holds one correct and one wrong answer; the observed label
+Gold utility: d == target(a, b), by `task`: sum ((a + b) mod 10, the hardest for a tiny backbone), max
+(max(a, b)) or copy (a: one token comparison, as hard to read as the agreement artifact). Each pair holds one correct and one wrong answer; the observed label
 prefers the correct one with probability 1 - label_noise. Artifacts are attached given the observed label:
 the longer filler goes to the chosen response with probability rho, SURE prefixes chosen / rejected with
 p_c / p_r, and the user's belief agrees with the chosen / rejected answer with probability g_c / g_r.
@@ -20,6 +21,12 @@ MAX_FILL = 7
 SEQ_LEN = 8 + 1 + 1 + MAX_FILL + 1  # prompt + SURE + answer + filler + EOS
 ATTRS = ("length", "sure", "agree")
 
+TASKS = {
+    "sum": lambda a, b: (a + b) % 10,
+    "max": lambda a, b: max(a, b),
+    "copy": lambda a, b: a,
+}
+
 # (rho, p_c, p_r, g_c, g_r) per split.
 SPLITS = {
     "train": (0.9, 0.8, 0.2, 0.7, 0.2),
@@ -35,14 +42,23 @@ def _encode(a, b, belief, answer, sure, fill) -> np.ndarray:
     return np.asarray(tokens + [PAD] * (SEQ_LEN - len(tokens)), np.int32)
 
 
-def preference_pairs(n: int, split: str, seed: int, label_noise: float = 0.1, gold: bool = False) -> dict:
+def preference_pairs(
+    n: int, split: str, seed: int, label_noise: float = 0.1, gold: bool = False, task: str = "sum"
+) -> dict:
     """{chosen, rejected [n, SEQ_LEN] int32 (right-padded with PAD), attrs_w, attrs_l [n, 3] f32, correct_w}."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}; expected one of {sorted(SPLITS)}")
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; expected one of {sorted(TASKS)}")
+    if not 0.0 <= label_noise < 0.5:
+        raise ValueError(f"label_noise={label_noise} must be in [0, 0.5)")
+    target = TASKS[task]
     rho, p_c, p_r, g_c, g_r = SPLITS[split]
     rng = np.random.default_rng(seed)
     rows = {"chosen": [], "rejected": [], "attrs_w": [], "attrs_l": [], "correct_w": []}
     for _ in range(n):
         a, b = rng.integers(10, size=2)
-        right = (a + b) % 10
+        right = int(target(a, b))
         wrong = (right + rng.integers(1, 10)) % 10
         flip = (not gold) and rng.random() < label_noise
         ans_w, ans_l = (wrong, right) if flip else (right, wrong)

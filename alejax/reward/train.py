@@ -150,12 +150,15 @@ def run(config: ConfigDict) -> dict[str, float]:
     head_config = _dataclass_from(HeadConfig, config.head)
     loss_config = _dataclass_from(LossConfig, config.loss)
     d = config.data
-    train_rows = toy.preference_pairs(d.n_train, d.train_split, seed=config.seed, label_noise=d.label_noise)
+    task = d.get("task", "sum")
+    train_rows = toy.preference_pairs(
+        d.n_train, d.train_split, seed=config.seed, label_noise=d.label_noise, task=task
+    )
     if not config.data.attrs:
         train_rows = {k: v for k, v in train_rows.items() if not k.startswith("attrs")}
     train_rows.pop("correct_w")
     eval_splits = {
-        s: toy.preference_pairs(d.n_eval, s, seed=config.seed + 1 + i, gold=True)
+        s: toy.preference_pairs(d.n_eval, s, seed=config.seed + 1 + i, gold=True, task=task)
         for i, s in enumerate(("iid", "balanced", "reversed"))
     }
 

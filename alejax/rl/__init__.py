@@ -16,11 +16,13 @@ from alejax.rl.losses import (
     entropy_bonus,
     get_aggregation,
     get_policy_loss,
+    imitation_loss,
     kl_penalty,
     mismatch_correction,
     rl_loss,
 )
 from alejax.rl.registry import Registry
+from alejax.rl.resample import ChunkResampler, Expert, ResampleConfig, crucial_fork, env_teacher
 
 __all__ = [
     "ADVANTAGES",
@@ -28,6 +30,12 @@ __all__ = [
     "KL_PENALTIES",
     "POLICY_LOSSES",
     "AdvantageConfig",
+    "ChunkResampler",
+    "Expert",
+    "ResampleConfig",
+    "crucial_fork",
+    "env_teacher",
+    "imitation_loss",
     "LossConfig",
     "LossInputs",
     "Registry",

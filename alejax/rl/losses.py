@@ -337,6 +337,17 @@ def mismatch_correction(
     return weights * keep_mask, keep_mask, metrics
 
 
+# -- IPA's imitation fallback ----------------------------------------------------------------------------
+def imitation_loss(logp: Array, il_weight: Array) -> tuple[Array, Metrics]:
+    """IPA Eq. 10's imitation term: −Σ G_j·log π_θ(expert chunk j tokens | prefix), as a mean over the
+    marked tokens. `il_weight` [B, T] is G_j = γ^(K*−j) on the replayed expert tokens of chunks j <= c_f
+    (set by `alejax.rl.resample`), 0 elsewhere; those tokens are context (loss_mask 0) for the RL term."""
+    marked = (il_weight > 0).astype(jnp.float32)
+    n = marked.sum()
+    loss = -(il_weight * logp).sum() / jnp.maximum(n, 1.0)
+    return loss, {"il_loss": loss, "il_tokens": n, "il_nll": -masked_mean(logp, marked)}
+
+
 # -- the whole objective ---------------------------------------------------------------------------------
 def rl_loss(inputs: LossInputs, config: LossConfig) -> tuple[Array, Metrics]:
     """loss = aggregate( w_IS·ℓ_policy + β·KL(π_θ || π_ref) − c·H ) over the (MIS-masked) loss mask.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alejax.rl.advantages import get_advantage
-from alejax.rl.losses import LossInputs, rl_loss
+from alejax.rl.losses import LossInputs, imitation_loss, rl_loss
 from alejax.train.step import token_logprobs
 
 if TYPE_CHECKING:
@@ -31,9 +31,14 @@ def compute_advantages(config: "RLConfig", batch: "TrajectoryBatch", old_logp: n
 
 
 def make_rl_loss(config: "RLConfig"):
-    """loss_fn(model, batch) -> (loss, metrics) for `make_train_step`; the batch carries the rollout's arrays."""
+    """loss_fn(model, batch) -> (loss, metrics) for `make_train_step`; the batch carries the rollout's arrays.
+
+    With `config.resample` (IPA's chunk-initialized resampling) the loss is Eq. 10:
+    λ_RL · (the policy loss on resampled chunks) + λ_IL · `imitation_loss` on the batch's `il_weight`.
+    """
     loss_config = config.loss
     need_entropy = loss_config.entropy_coef > 0
+    resample = getattr(config, "resample", None)
 
     def loss_fn(model, batch):
         logp, entropy = token_logprobs(model, batch)
@@ -48,6 +53,14 @@ def make_rl_loss(config: "RLConfig"):
             ref_logp=batch.get("ref_logp"),
             entropy=entropy if need_entropy else None,
         )
-        return rl_loss(inputs, loss_config)
+        loss, metrics = rl_loss(inputs, loss_config)
+        if resample is not None:
+            loss = resample.lambda_rl * loss
+            if resample.lambda_il > 0 and "il_weight" in batch:
+                il, il_metrics = imitation_loss(logp, batch["il_weight"])
+                loss = loss + resample.lambda_il * il
+                metrics = dict(metrics, **il_metrics)
+            metrics = dict(metrics, loss=loss)
+        return loss, metrics
 
     return loss_fn

@@ -8,10 +8,23 @@
   train      minibatch updates with the named policy loss (+ KL, entropy)
   sync       the new weights go to the sampler (resharded to its layout)
 Every phase is timed; the metrics carry rewards, lengths, losses and the timings.
+
+With a critic (`advantage="gae"`), a `values` phase runs before the advantages and a `critic` phase
+trains the value model on the returns after the policy update.
+
+Async mode (`max_policy_version_gap >= 1`, `step(seeds, next_task_seeds)`): right after this step's
+rollout is taken, the rollout of the next step starts in a background thread with the sampler's current
+weights, and runs while this step scores, computes log-probs and trains. The sampler's weights are never
+swapped under a running rollout: the sync is deferred to the start of the next step, once that rollout
+is in. Trajectories record the policy version that sampled them (`info["policy_version"]`); the sampler
+has one KV cache, so one rollout is in flight at most and the staleness is 0 or 1. A batch staler than
+the gap is not trained on (counted in `stale_dropped`). `time_rollout_s` is then only the wait for the
+rollout; `rollout_wall_s` is its own wall time and `overlap_fraction` the share of it hidden behind work.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import time
@@ -30,6 +43,7 @@ from alejax.parallel.rules import state_shardings
 from alejax.rl.advantages import AdvantageConfig
 from alejax.rl.losses import LossConfig
 from alejax.rl.objective import compute_advantages, make_rl_loss
+from alejax.rl.resample import ChunkResampler, ResampleConfig, Teacher
 from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
 from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
 from alejax.rollout.trajectory import TrajectoryBatch, collate
@@ -47,6 +61,12 @@ class RLConfig:
     advantage_config: AdvantageConfig = AdvantageConfig()
     loss: LossConfig = LossConfig()  # policy loss and aggregation by name, KL (kl_coef > 0 keeps a reference)
     filter_zero_variance_groups: bool = True
+    max_policy_version_gap: int = 0  # 0: synchronous; >= 1: the next rollout overlaps this step's training
+    resample: ResampleConfig | None = None  # IPA's chunk-initialized resampling (alejax.rl.resample)
+
+    def __post_init__(self):
+        if self.max_policy_version_gap < 0:
+            raise ValueError(f"max_policy_version_gap must be >= 0, got {self.max_policy_version_gap}")
 
 
 def group_requests(task_seeds, group_size: int) -> list[EpisodeRequest]:
@@ -66,6 +86,10 @@ def keep_informative(trajectories, filter_zero_variance: bool):
     for t in kept:
         by_group.setdefault(t.group_id, []).append(t)
     return [t for group in by_group.values() if len({round(x.reward, 6) for x in group}) > 1 for t in group]
+
+
+# Every step reports each phase's seconds (0 when a phase did not run), plus `idle`: the rest of the wall.
+PHASES = ("rollout", "reward", "reference", "old_logp", "values", "advantages", "train", "critic", "sync")
 
 
 @contextlib.contextmanager
@@ -94,7 +118,12 @@ class RLPipeline:
     reference_params: Any = None
     infer_shardings: Any = None
     reward_worker: Callable | None = None  # e.g. alejax.reward.worker.RewardWorker: adds RM scores to rewards
-    policy_version: int = 0
+    policy_version: int = 0  # optimizer steps taken by the trainer (one per RL step that updated)
+    critic: Any = None  # alejax.rl.critic.Critic: the value model GAE needs
+    sampler_version: int = 0  # the policy version whose weights the sampler holds
+    _pending: Any = dataclasses.field(default=None, repr=False)  # (seeds, future) of the rollout in flight
+    _executor: Any = dataclasses.field(default=None, repr=False)
+    resampler: ChunkResampler | None = None  # with config.resample: picks requests, sees the trajectories
 
     @classmethod
     def build(
@@ -115,9 +144,14 @@ class RLPipeline:
         max_length: int = 1024,
         seed: int = 0,
         infer_mesh: jax.sharding.Mesh | None = None,
+        critic: Any = None,
+        teacher: Teacher | None = None,
     ) -> "RLPipeline":
         """`infer_mesh` (from `alejax.parallel.place_roles`) puts the sampler on its own devices and layout;
-        by default it shares the trainer's mesh (colocated)."""
+        by default it shares the trainer's mesh (colocated). `critic` (`alejax.rl.critic.Critic`, on the
+        critic role's mesh) is required by `advantage="gae"`."""
+        if config.advantage == "gae" and critic is None:
+            raise ValueError("advantage='gae' needs a value model: pass critic=alejax.rl.critic.Critic(...)")
         infer_mesh = infer_mesh or mesh
         infer_shardings = state_shardings(state.params, infer_mesh)
         # The sampler owns a copy of the weights in its own layout (never the trainer's donated buffers).
@@ -152,13 +186,23 @@ class RLPipeline:
             make_rl_loss(config),
             reference,
             infer_shardings,
+            critic=critic,
+            resampler=ChunkResampler(config.resample, teacher) if config.resample is not None else None,
         )
 
     # -- the step --------------------------------------------------------------------------------------
-    def step(self, task_seeds) -> dict[str, float]:
-        cfg, seconds, start = self.config, {}, time.perf_counter()
-        with timed(seconds, "rollout"):
-            trajectories, rollout_stats = self.scheduler.collect(group_requests(task_seeds, cfg.group_size))
+    def step(self, task_seeds, next_task_seeds=None) -> dict[str, float]:
+        """One RL step on `task_seeds`. In async mode, `next_task_seeds` (the next call's seeds) start
+        rolling out in the background while this step trains."""
+        cfg, seconds, start = self.config, dict.fromkeys(PHASES, 0.0), time.perf_counter()
+        with timed(seconds, "rollout"):  # async: only the wait for the rollout started a step earlier
+            trajectories, rollout_stats, rollout_wall = self._take_rollout(task_seeds)
+        if self.sampler_version < self.policy_version:  # a sync deferred while a rollout was in flight
+            with timed(seconds, "sync"):
+                self._sync()
+        overlapping = cfg.max_policy_version_gap > 0 and next_task_seeds is not None
+        if overlapping:
+            self._launch_rollout(next_task_seeds)
         with timed(seconds, "reward"):
             # Environment rewards summed per episode, plus the reward model's scores when a worker is set.
             if self.reward_worker is not None:
@@ -174,8 +218,19 @@ class RLPipeline:
             "truncated": float(np.mean([t.truncated for t in trajectories])),
             "aborted_resamples": rollout_stats.aborted_resamples,
             "slot_utilization": rollout_stats.slot_utilization,
+            "rollout_wall_s": rollout_wall,
+            # Share of the rollout's wall time hidden behind the previous step's work (0 when synchronous).
+            "overlap_fraction": max(0.0, 1.0 - seconds["rollout"] / max(rollout_wall, 1e-9)),
         }
+        if self.resampler is not None:  # p_k, forks, expert refresh; sets the imitation weights (Eq. 10)
+            metrics.update(self.resampler.observe(trajectories))
+        # Trainer version minus the version that sampled each trajectory (tagged by `_collect`).
+        staleness = {id(t): self.policy_version - t.info["policy_version"] for t in trajectories}
+        metrics["staleness"] = float(max(staleness.values(), default=0))
         kept = keep_informative(trajectories, cfg.filter_zero_variance_groups)
+        fresh = [t for t in kept if staleness[id(t)] <= cfg.max_policy_version_gap]
+        metrics["stale_dropped"] = float(len(kept) - len(fresh))
+        kept = fresh
         metrics["kept_fraction"] = len(kept) / max(len(trajectories), 1)
         if len(kept) >= cfg.minibatch_size:
             kept = kept[: len(kept) // cfg.minibatch_size * cfg.minibatch_size]
@@ -189,17 +244,73 @@ class RLPipeline:
                 )
             with timed(seconds, "old_logp"):
                 old_logp = self._logprobs(self.state.params, batch)
+            values = advantages = returns = None
+            if self.critic is not None:
+                with timed(seconds, "values"):
+                    values = self.critic.values(batch)
+                with timed(seconds, "advantages"):
+                    advantages, returns = self.critic.advantages(cfg, batch, values)
             with timed(seconds, "train"):
-                metrics.update(self._train(batch, old_logp, ref_logp))
-            with timed(seconds, "sync"):
-                self.sampler.update_params(reshard(self.state.params, self.infer_shardings))
-                self.policy_version += 1
+                metrics.update(self._train(batch, old_logp, ref_logp, advantages))
+            self.policy_version += 1
+            if self.critic is not None:
+                with timed(seconds, "critic"):
+                    metrics.update(self.critic.update(batch, returns, values))
+            if not overlapping:  # with a rollout in flight, the next step syncs once it is in
+                with timed(seconds, "sync"):
+                    self._sync()
         else:
             metrics["skipped_update"] = 1.0
         seconds["idle"] = max(0.0, time.perf_counter() - start - sum(seconds.values()))  # bookkeeping between
         metrics.update({f"time_{k}_s": v for k, v in seconds.items()})
         metrics["policy_version"] = self.policy_version
         return metrics
+
+    # -- async rollout -----------------------------------------------------------------------------------
+    def _collect(self, task_seeds, version: int):
+        """Plays the seeds' groups with the sampler's weights, tagging each trajectory with their version."""
+        if self.resampler is not None:  # IPA: groups spread over anchors of each task's expert prefix
+            requests = self.resampler.requests(task_seeds, self.config.group_size)
+        else:
+            requests = group_requests(task_seeds, self.config.group_size)
+        trajectories, stats = self.scheduler.collect(requests)
+        for t in trajectories:
+            t.info["policy_version"] = version
+        return trajectories, stats, stats.wall_s
+
+    def _launch_rollout(self, task_seeds) -> None:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rollout")
+        seeds = tuple(int(s) for s in task_seeds)
+        self._pending = (seeds, self._executor.submit(self._collect, seeds, self.sampler_version))
+
+    def _take_rollout(self, task_seeds):
+        seeds = tuple(int(s) for s in task_seeds)
+        if self._pending is None:
+            return self._collect(seeds, self.sampler_version)
+        pending_seeds, future = self._pending
+        self._pending = None
+        result = future.result()  # re-raises a failure of the background rollout here
+        if pending_seeds != seeds:
+            raise ValueError(
+                f"step(task_seeds={list(seeds)[:4]}...) differs from the next_task_seeds given to the previous "
+                f"step ({list(pending_seeds)[:4]}...), whose rollout is the one in flight"
+            )
+        return result
+
+    def _sync(self) -> None:
+        """The trainer's weights, copied to the sampler's layout (never its donated buffers)."""
+        self.sampler.update_params(reshard(self.state.params, self.infer_shardings))
+        self.sampler_version = self.policy_version
+
+    def close(self) -> None:
+        """Waits for a rollout in flight (its env episodes release cleanly) and stops the rollout thread."""
+        if self._pending is not None:
+            self._pending[1].exception()
+            self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     # -- pieces ------------------------------------------------------------------------------------------
     def _logprobs(self, params, batch: TrajectoryBatch) -> np.ndarray:
@@ -220,10 +331,15 @@ class RLPipeline:
         return np.concatenate(out)
 
     def _train(
-        self, batch: TrajectoryBatch, old_logp: np.ndarray, ref_logp: np.ndarray | None
+        self,
+        batch: TrajectoryBatch,
+        old_logp: np.ndarray,
+        ref_logp: np.ndarray | None,
+        advantages: np.ndarray | None = None,
     ) -> dict[str, float]:
         cfg = self.config
-        advantages = compute_advantages(cfg, batch, old_logp)
+        if advantages is None:
+            advantages = compute_advantages(cfg, batch, old_logp)
         if not hasattr(self, "_train_step"):
             self._train_step = make_train_step(
                 self.graphdef, self.tx, self.shardings, self.mesh, self.loss_fn
@@ -240,6 +356,8 @@ class RLPipeline:
         }
         if ref_logp is not None:
             arrays["ref_logp"] = ref_logp
+        if self.resampler is not None:
+            arrays["il_weight"] = batch.il_weight
         rng = np.random.default_rng(int(self.state.step))
         totals: dict[str, list[float]] = {}
         for _ in range(cfg.epochs):

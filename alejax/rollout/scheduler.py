@@ -10,6 +10,12 @@ Each slot holds one episode. The loop, until every requested episode is done:
   5. with nothing to decode, the loop blocks until some env future completes
 Env steps run in the pool's threads/processes while other slots decode. An episode whose env failed
 (aborted) is re-sampled from the same seed, up to `max_attempts`, then reported as aborted — never dropped.
+
+A request may carry a `prefix` of actions (IPA's chunk-initialized resampling): after the reset, those
+actions are replayed in the env one by one, each rendered into the context as the assistant turn it would
+have been if sampled (its text + end-of-turn token, loss_mask 0), before sampling starts. The replayed
+context is prefilled together with the first observation the model answers, so layouts match a sampled
+episode token for token (up to the tokenizer's choice of split for the same text).
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ from alejax.rollout.trajectory import Trajectory
 class EpisodeRequest:
     task_seed: int
     group_id: int = 0
+    prefix: tuple[str, ...] = ()  # actions replayed (not sampled) before sampling starts; see module doc
+
+    def __post_init__(self):
+        if isinstance(self.prefix, str) or not all(isinstance(a, str) for a in self.prefix):
+            raise TypeError(
+                f"EpisodeRequest.prefix must be a sequence of action strings, got {self.prefix!r}"
+            )
+        object.__setattr__(self, "prefix", tuple(self.prefix))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +241,25 @@ class RolloutScheduler:
             self._finish(slot)
             return
         traj.add_context(tokens)
+        if traj.prefix_turns < len(slot.request.prefix):
+            self._replay_turn(slot, slot.request.prefix[traj.prefix_turns])
+            return
         slot.state = SlotState.PREFILL
+
+    def _replay_turn(self, slot: _Slot, action: str) -> None:
+        """Play a prefix action: rendered as the assistant turn a sampler would have produced (text and
+        end-of-turn token), but context (loss_mask 0); the env steps with it like any sampled action."""
+        traj = slot.trajectory
+        tokens = self.tokenizer.encode(action) + [self.eos_id]
+        if len(traj.tokens) + len(tokens) + 1 >= self.sampler.max_length:
+            traj.truncated = True
+            traj.info["truncated_by"] = "context_limit"
+            self._finish(slot)
+            return
+        traj.add_replayed(tokens)
+        slot.action_text = action
+        slot.future = self.pool.step(traj.episode_id, action)
+        slot.state = SlotState.WAIT_ENV
 
     def _abort(self, slot: _Slot, error: str) -> None:
         self.pool.release(slot.trajectory.episode_id)
