@@ -9,7 +9,7 @@ GAE with a critic:  --config.rl.advantage=gae --config.advantage.lam=0.95
 
 import dataclasses
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 from alejax.rl.advantages import AdvantageConfig
 from alejax.rl.critic import CriticConfig
@@ -19,8 +19,14 @@ from alejax.rollout.scheduler import RolloutConfig
 
 
 def _fields(cls, **overrides) -> ConfigDict:
-    """Every field of a config dataclass with its default, so any of them can be overridden by name."""
-    return ConfigDict({**dataclasses.asdict(cls()), **overrides})
+    """Every field of a config dataclass with its default, so any of them can be overridden by name; a None
+    default becomes a typed placeholder (the command line can set it: --config.loss.mis_high=2.0)."""
+    values = {**dataclasses.asdict(cls()), **overrides}
+    for field in dataclasses.fields(cls):
+        if values.get(field.name, 0) is None:
+            kind = next(t for t in (float, int, str, bool) if t.__name__ in str(field.type))
+            values[field.name] = config_dict.placeholder(kind)
+    return ConfigDict(values)
 
 
 def get_config(preset: str | None = None) -> ConfigDict:

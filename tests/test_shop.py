@@ -322,3 +322,26 @@ def test_loader_round_trip(world, tmp_path):
     env = pages.ShopEnv("multi", world=loaded)
     results = [run_episode(env, ExpertAgent(), seed) for seed in range(10)]
     assert np.mean([r["success"] for r in results]) >= 0.9
+
+
+def test_compact_view_is_shorter_and_clicks_results_by_position():
+    standard = pages.ShopEnv("single", split="eval", page_size=5)
+    compact = pages.ShopEnv("single", split="eval", page_size=5, view="compact")
+    results = [run_episode(compact, ExpertAgent(check_details=False), seed) for seed in range(30)]
+    assert aggregate(results)["success"][0] == 1.0
+    assert all(r["actions"][1] in {f"click[{k}]" for k in range(1, 6)} for r in results)  # the first click
+    obs_s, _ = standard.reset(4)
+    obs_c, _ = compact.reset(4)
+    assert len(obs_c) < len(obs_s)
+    page, *_ = compact.step(f"search[{compact.world.product(compact.task.target).title}]")
+    assert page.splitlines()[1].startswith("[1] ") and "[clickables]" not in page
+    first = compact.display_id(compact._page_results()[0])
+    item, *_ = compact.step("click[1]")
+    assert compact.item == compact._by_id[first] and item.splitlines()[0].startswith(
+        compact.world.product(compact.item).title
+    )
+    compact.step("click[< prev]")
+    _, _, _, _, info = compact.step("click[9]")  # no ninth result on a page of five
+    assert not info["valid"]
+    with pytest.raises(ValueError, match="view"):
+        pages.ShopEnv("single", view="tiny")

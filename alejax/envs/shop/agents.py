@@ -94,10 +94,10 @@ class ExpertAgent:
         # a policy can learn from the page), else the target itself further down.
         for pid in clickables:
             if pid in self.env._by_id and self.meets_goal(self.env._by_id[pid]):
-                return actions.click(pid)
+                return actions.click(self.env.click_label(pid))
         for k, part in enumerate(parts[1:], 1):
             if part == self.target_title and parts[k - 1] in clickables:
-                return actions.click(parts[k - 1])
+                return actions.click(self.env.click_label(parts[k - 1]))
         if pages.NEXT in clickables:
             return actions.click(pages.NEXT)
         return actions.click(pages.BACK)

@@ -215,7 +215,7 @@ class ShopEnv:
                     self.refused_pending = False
                 prefix = ["Shopper:", reply.text]
         else:
-            value = _match_clickable(parsed.arg, clickables)
+            value = _match_clickable(self._from_label(parsed.arg), clickables)
             if value is None:
                 valid, prefix = False, [f"Invalid action: {parsed.arg!r} is not clickable on this page"]
             elif value == BUY:
@@ -360,17 +360,17 @@ class ShopEnv:
         return self._observation([], view="standard")
 
     def compact_page_text(self) -> list[str]:
-        """The compact view: every clickable stays visible (ids, option values, next >), the fixed
-        controls (back to search, < prev, description, features, reviews, buy now) are left implicit."""
+        """The compact view: results by position (`click[1]`; ids still work), option values, `next >`; the
+        fixed controls (back to search, < prev, description, features, reviews, buy now) left implicit."""
         if self.page == "search":
             return [self.instruction() or "Search"]
         if self.page == "results":
             lines = [f"Page {self.results_page}" + (" (next >)" if NEXT in self.clickables() else "")]
             if not self.results:
                 lines.append("No products found")
-            for i in self._page_results():
+            for k, i in enumerate(self._page_results(), 1):
                 product = self.world.product(i)
-                lines.append(f"{self.display_id(i)} {product.title} ¥{product.price:g}")
+                lines.append(f"[{k}] {product.title} ¥{product.price:g}")
             return lines
         if self.page != "item":
             return self.page_text()
@@ -378,8 +378,28 @@ class ShopEnv:
         lines = [f"{product.title} ¥{product.price_with(self.selected):g}"]
         for axis, values in product.options.items():
             chosen = self.selected.get(axis)
-            lines.append(f"{axis}: " + (f"[{chosen}]" if chosen else " / ".join(v for v, _ in values)))
+            # Values in brackets, as the click action writes them, so both tokenize alike.
+            lines.append(
+                f"{axis}={chosen}" if chosen else f"{axis}: " + " ".join(f"[{v}]" for v, _ in values)
+            )
         return lines
+
+    def click_label(self, display_id: str) -> str:
+        """How a result is clicked in this view: its id (standard) or its position on the page (compact:
+        `click[2]`), which spares a small policy copying random ids."""
+        if self.view != "compact" or self.page != "results":
+            return display_id
+        ids = [self.display_id(i) for i in self._page_results()]
+        return str(ids.index(display_id) + 1) if display_id in ids else display_id
+
+    def _from_label(self, arg: str) -> str:
+        """A compact-view position (`1`..) on a results page -> that result's id; anything else unchanged."""
+        if self.view == "compact" and self.page == "results" and arg.strip().isdigit():
+            page = self._page_results()
+            k = int(arg.strip())
+            if 1 <= k <= len(page):
+                return self.display_id(page[k - 1])
+        return arg
 
 
 def _match_clickable(arg: str, clickables: list[str]) -> str | None:
