@@ -181,3 +181,19 @@ def test_train_state_checkpoint_restores_onto_another_mesh(tmp_path):
     b, _ = make_train_step(graphdef, tx, other_shardings, other)(restored, _batch(1))
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+
+
+def test_reshard_never_shares_buffers_even_onto_a_device_subset():
+    """A replicated array moved from 8 devices to 1 must not keep the source's buffer: the trainer donates
+    its copy, and the source (e.g. the SFT weights kept for evaluation) must survive that."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from alejax.parallel.placement import reshard
+
+    wide = make_mesh({"fsdp": -1})
+    one = make_mesh({"data": 1}, devices=jax.devices()[:1])
+    source = jax.device_put(np.arange(32.0, dtype=np.float32), NamedSharding(wide, PartitionSpec()))
+    moved = reshard({"w": source}, {"w": NamedSharding(one, PartitionSpec())})["w"]
+    jax.jit(lambda x: x * 2, donate_argnums=0)(moved)  # the trainer donates its copy
+    assert not source.is_deleted()
+    np.testing.assert_array_equal(np.asarray(source), np.arange(32.0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from alejax.parallel.mesh import make_mesh
@@ -61,4 +62,15 @@ def is_colocated(meshes: Mapping[str, Mesh], a: str, b: str) -> bool:
 def reshard(tree: Any, shardings: Any) -> Any:
     """Copy `tree` onto `shardings` (another mesh or layout). Never aliases the source buffers, so the
     source may be donated afterwards (the trainer donates its state every step)."""
-    return jax.device_put(tree, shardings, may_alias=False)
+    out = jax.device_put(tree, shardings, may_alias=False)
+    # jax 0.10 still reuses a buffer when a replicated array moves to a subset of its devices (e.g. from
+    # an 8-device mesh to a 1-device one) despite may_alias=False: copy such leaves for real.
+    return jax.tree.map(_unshared, tree, out)
+
+
+def _buffers(x) -> set[int]:
+    return {s.data.unsafe_buffer_pointer() for s in x.addressable_shards} if isinstance(x, jax.Array) else set()
+
+
+def _unshared(source, moved):
+    return jnp.copy(moved) if _buffers(source) & _buffers(moved) else moved
