@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from alejax.main import check_override_keys, load_config_file
+from alejax.train.metrics import format_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_FILE = "sweep_result.json"  # written only when a run exits 0: its presence means "finished"
@@ -283,13 +284,6 @@ def final_metrics(workdir: str) -> dict[str, Any]:
     return final
 
 
-def _fmt_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def _finished(run: PlannedRun) -> dict | None:
     path = os.path.join(run.local_dir, RESULT_FILE)
     if not os.path.exists(path):
@@ -352,7 +346,7 @@ def run_local(
         rate = (done - n_skipped) / max(now - t0, 1e-9) * 60
         print(
             f"[sweep] {done}/{total} runs done ({failed} failed, {len(active)} running) "
-            f"{rate:.2f} runs/min elapsed {_fmt_seconds(now - t0)} eta {_fmt_seconds(eta if left else 0)}",
+            f"{rate:.2f} runs/min elapsed {format_seconds(now - t0)} eta {format_seconds(eta if left else 0)}",
             flush=True,
         )
 

@@ -31,8 +31,9 @@ from alejax.models.transformer import Transformer
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
 from alejax.rl.advantages import get_advantage
+from alejax.rl.objective import advantage_inputs
 from alejax.train.state import TrainState, make_optimizer
-from alejax.train.step import make_train_step
+from alejax.train.step import make_train_step, minibatch_epochs
 
 if TYPE_CHECKING:
     from alejax.rl.pipeline import RLConfig
@@ -197,14 +198,7 @@ class Critic:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(advantages, returns) [B, T] of the configured estimator with the critic's values (GAE's
         returns = A + V are the value targets; an estimator without returns gives A + V too)."""
-        arrays = {
-            "loss_mask": jnp.asarray(batch.loss_mask),
-            "chunk_id": jnp.asarray(batch.chunk_id),
-            "reward": jnp.asarray(batch.reward),
-            "group_id": jnp.asarray(batch.group_id),
-            "turn_rewards": jnp.asarray(batch.turn_rewards),
-            "values": jnp.asarray(values),
-        }
+        arrays = advantage_inputs(batch, values)
         advantages, returns = get_advantage(rl_config.advantage)(arrays, rl_config.advantage_config)
         if returns is None:
             returns = (advantages + arrays["values"]) * arrays["loss_mask"]
@@ -227,13 +221,7 @@ class Critic:
             "returns": np.asarray(returns, np.float32),
             "old_values": np.asarray(old_values, np.float32),
         }
-        rng = np.random.default_rng(int(self.state.step))
-        totals: dict[str, list[float]] = {}
-        for _ in range(cfg.epochs):
-            order = rng.permutation(len(batch))
-            for i in range(0, len(batch), cfg.minibatch_size):
-                idx = order[i : i + cfg.minibatch_size]
-                self.state, metrics = self._train_step(self.state, {k: v[idx] for k, v in arrays.items()})
-                for k, v in jax.device_get(metrics).items():
-                    totals.setdefault(k, []).append(float(v))
-        return {f"critic/{k}": float(np.mean(v)) for k, v in totals.items()}
+        self.state, metrics = minibatch_epochs(
+            self._train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
+        )
+        return {f"critic/{k}": v for k, v in metrics.items()}

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from alejax.rollout.trajectory import TrajectoryBatch
 
 
-def compute_advantages(config: "RLConfig", batch: "TrajectoryBatch", old_logp: np.ndarray) -> np.ndarray:
-    """Per-token advantages [B, T] from the configured estimator (0 off the model's tokens)."""
+def advantage_inputs(batch: "TrajectoryBatch", values: np.ndarray | None = None) -> dict[str, jnp.ndarray]:
+    """What the advantage estimators read from a batch (plus the critic's values for GAE)."""
     arrays = {
         "loss_mask": jnp.asarray(batch.loss_mask),
         "chunk_id": jnp.asarray(batch.chunk_id),
@@ -26,7 +26,14 @@ def compute_advantages(config: "RLConfig", batch: "TrajectoryBatch", old_logp: n
         "group_id": jnp.asarray(batch.group_id),
         "turn_rewards": jnp.asarray(batch.turn_rewards),
     }
-    advantages, _ = get_advantage(config.advantage)(arrays, config.advantage_config)
+    if values is not None:
+        arrays["values"] = jnp.asarray(values)
+    return arrays
+
+
+def compute_advantages(config: "RLConfig", batch: "TrajectoryBatch", old_logp: np.ndarray) -> np.ndarray:
+    """Per-token advantages [B, T] from the configured estimator (0 off the model's tokens)."""
+    advantages, _ = get_advantage(config.advantage)(advantage_inputs(batch), config.advantage_config)
     return np.asarray(advantages, np.float32)
 
 

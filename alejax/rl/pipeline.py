@@ -48,7 +48,7 @@ from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
 from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
 from alejax.rollout.trajectory import TrajectoryBatch, collate
 from alejax.train.state import TrainState
-from alejax.train.step import make_train_step, token_logprobs
+from alejax.train.step import make_train_step, minibatch_epochs, token_logprobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,15 +358,7 @@ class RLPipeline:
             arrays["ref_logp"] = ref_logp
         if self.resampler is not None:
             arrays["il_weight"] = batch.il_weight
-        rng = np.random.default_rng(int(self.state.step))
-        totals: dict[str, list[float]] = {}
-        for _ in range(cfg.epochs):
-            order = rng.permutation(len(batch))
-            for i in range(0, len(batch), cfg.minibatch_size):
-                idx = order[i : i + cfg.minibatch_size]
-                self.state, step_metrics = self._train_step(
-                    self.state, {k: v[idx] for k, v in arrays.items()}
-                )
-                for k, v in jax.device_get(step_metrics).items():
-                    totals.setdefault(k, []).append(float(v))
-        return {k: float(np.mean(v)) for k, v in totals.items()}
+        self.state, metrics = minibatch_epochs(
+            self._train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
+        )
+        return metrics

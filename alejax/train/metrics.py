@@ -132,13 +132,13 @@ class Progress:
         shown = " ".join(f"{k}={v:.4g}" for k, v in (metrics or {}).items() if isinstance(v, (int, float)))
         line = (
             f"[{self.label}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-            f"{rate:.2f} step/s eta {_fmt_seconds(eta)} {shown}"
+            f"{rate:.2f} step/s eta {format_seconds(eta)} {shown}"
         ).rstrip()
         print(line, flush=True)
         return line
 
 
-def _fmt_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -128,3 +129,21 @@ def make_train_step(
 
     run.jitted_for = jitted_for  # exposed for lowering / cost analysis in benchmarks
     return run
+
+
+def minibatch_epochs(
+    train_step: Callable, state, arrays: Mapping[str, np.ndarray], *, epochs: int, minibatch_size: int
+):
+    """`epochs` passes of shuffled minibatch updates over the rows of `arrays` (PPO-style); the shuffle is
+    seeded by the state's step, so a resumed run repeats it. Returns (state, metrics averaged over updates)."""
+    n = len(next(iter(arrays.values())))
+    rng = np.random.default_rng(int(state.step))
+    totals: dict[str, list[float]] = {}
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for i in range(0, n, minibatch_size):
+            idx = order[i : i + minibatch_size]
+            state, metrics = train_step(state, {k: v[idx] for k, v in arrays.items()})
+            for k, v in jax.device_get(metrics).items():
+                totals.setdefault(k, []).append(float(v))
+    return state, {k: float(np.mean(v)) for k, v in totals.items()}
