@@ -69,7 +69,9 @@ def reshard(tree: Any, shardings: Any) -> Any:
 
 
 def _buffers(x) -> set[int]:
-    return {s.data.unsafe_buffer_pointer() for s in x.addressable_shards} if isinstance(x, jax.Array) else set()
+    return (
+        {s.data.unsafe_buffer_pointer() for s in x.addressable_shards} if isinstance(x, jax.Array) else set()
+    )
 
 
 def _unshared(source, moved):
