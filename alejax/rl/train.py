@@ -23,9 +23,8 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from alejax.data.packing import pack_documents
 from alejax.data.synthetic import generate_corpus
-from alejax.data.tokenizer import Tokenizer, train_bpe
+from alejax.data.tokenizer import DEFAULT_CHAT_TEMPLATE, Tokenizer, render_chat_template, train_bpe
 from alejax.envs.base import ThreadEnvPool, make
 from alejax.models.config import ModelConfig
 from alejax.parallel.placement import place_roles, reshard
@@ -38,7 +37,7 @@ from alejax.rollout.sampler import SamplingConfig
 from alejax.rollout.scheduler import RolloutConfig
 from alejax.train.checkpoint import Checkpointer
 from alejax.train.metrics import MetricsWriter, Progress, plot_metrics, read_metrics
-from alejax.train.sft import episode_tokens, expert_episodes
+from alejax.train.sft import expert_episodes, sft_rows
 from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
 from alejax.train.step import make_train_step, next_token_loss
 
@@ -111,9 +110,8 @@ def build_tokenizer(config: ConfigDict, workdir: str | None = None) -> Tokenizer
     if saved and os.path.exists(os.path.join(saved, "tokenizer.json")):
         return Tokenizer.from_dir(saved)
     env = make(config.env.name, **config.env.kwargs.to_dict())
-    bootstrap = train_bpe(generate_corpus(20, seed=config.seed), vocab_size=300)  # only renders templates
     chats = expert_chats(config, max(config.sft.episodes, 50))
-    texts = [bootstrap.apply_chat_template(c, tools=env_tools(config, env)) for c in chats]
+    texts = [render_chat_template(DEFAULT_CHAT_TEMPLATE, c, tools=env_tools(config, env)) for c in chats]
     tokenizer = train_bpe(
         generate_corpus(config.tokenizer.corpus_docs, seed=config.seed) + texts, config.tokenizer.vocab_size
     )
@@ -143,12 +141,12 @@ def sft_warm_start(
     if s.steps <= 0:
         return None
     env = make(config.env.name, **config.env.kwargs.to_dict())
-    pairs = [episode_tokens(tokenizer, c, env_tools(config, env)) for c in expert_chats(config, s.episodes)]
-    if not pairs:
+    chats = expert_chats(config, s.episodes)
+    if not chats:
         raise ValueError(
             f"the scripted expert of {config.env.name} succeeded in none of {s.episodes} episodes"
         )
-    rows = pack_documents([t for t, _ in pairs], s.seq_len, loss_masks=[m for _, m in pairs])
+    rows, _ = sft_rows(tokenizer, chats, s.seq_len, env_tools(config, env))
     tx = make_optimizer(s.learning_rate, warmup_steps=max(s.steps // 10, 1), total_steps=s.steps)
     graphdef, state = init_train_state(model_config, tx, mesh, seed=config.seed)
     _, shardings = train_state_shardings(model_config, tx, mesh)
@@ -156,7 +154,7 @@ def sft_warm_start(
     rng = np.random.default_rng(config.seed)
     progress = Progress(s.steps, every_s=config.progress_every_s, label="sft")
     n = len(rows["tokens"])
-    log(f"sft: {len(pairs)} expert episodes -> {n} rows of {s.seq_len} tokens; {s.steps} steps")
+    log(f"sft: {len(chats)} expert episodes -> {n} rows of {s.seq_len} tokens; {s.steps} steps")
     for i in range(1, s.steps + 1):
         idx = rng.choice(n, s.batch_size, replace=n < s.batch_size)
         state, metrics = step(state, {k: v[idx] for k, v in rows.items()})
