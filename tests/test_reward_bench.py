@@ -48,11 +48,15 @@ def test_conditional_dependence_separates_artifact_readers_on_iid_validation():
     assert 0 < se < high / 4
 
 
-def test_select_weight_is_the_one_standard_error_rule_on_validation():
-    dep = np.array([0.5, 0.05, 0.020, 0.012, 0.011])
-    assert rmb.select_weight(dep, np.full(5, 0.005)) == 3  # 0.012 <= 0.011 + 0.005 < 0.020
+def test_select_weight_takes_the_smallest_weight_meeting_the_dependence_target():
+    dep = np.array([0.5, 0.05, 0.019, 0.012, 0.011])
+    assert rmb.select_weight(dep, np.full(5, 0.001)) == 2  # 0.019 meets the 0.02 target
+    assert rmb.select_weight(dep, np.full(5, 0.001), target=0.015) == 3
+    # No weight meets the target: the one-standard-error rule around the lowest dependence.
+    dep = np.array([0.5, 0.08, 0.040, 0.032, 0.031])
+    assert rmb.select_weight(dep, np.full(5, 0.005)) == 3  # 0.032 <= 0.031 + 0.005 < 0.040
     assert rmb.select_weight(dep, np.full(5, 0.01)) == 2
-    assert rmb.select_weight(np.array([0.3, 0.01, 0.02, 0.05]), np.full(4, 0.001)) == 1  # minimum inside
+    assert rmb.select_weight(np.array([0.3, 0.05, 0.06, 0.09]), np.full(4, 0.001)) == 1  # minimum inside
 
 
 def test_rl_sampler_writes_well_formed_responses_with_normalised_logprobs():

@@ -47,6 +47,22 @@ def test_world_is_a_function_of_the_seed():
     assert env1.reset(5) == env2.reset(5)
 
 
+def test_sft_and_rl_splits_divide_train_and_never_touch_eval(world):
+    train, held_out = pages.split_pool(world, "train"), pages.split_pool(world, "eval")
+    sft, rl = pages.split_pool(world, "sft"), pages.split_pool(world, "rl")
+    assert not set(sft) & set(rl) and sorted(np.concatenate([sft, rl])) == sorted(train)
+    assert not (set(sft) | set(rl)) & set(held_out)
+    assert 0.15 < len(rl) / len(train) < 0.35  # RL_FRACTION = 0.25
+    env = pages.ShopEnv("single", split="rl")
+    targets = set()
+    for seed in range(30):
+        env.reset(seed)
+        targets.add(env.task.target)
+    assert targets <= set(rl.tolist()) and len(targets) > 10
+    with pytest.raises(ValueError, match="split='test'"):
+        pages.ShopEnv("single", split="test")
+
+
 def test_world_scales_and_leaves_hold_about_120():
     big = generate_world(0, 20000)
     sizes = np.diff(big.leaf_start)

@@ -29,7 +29,12 @@ BUY = "buy now"
 SUBPAGES = ("description", "features", "reviews")
 LOOP_REPEATS = 3
 REWARDS = ("loose", "strict", "success")
-VIEWS = ("standard", "compact")  # the same action on the same page this many times is a loop
+VIEWS = ("standard", "compact")
+# Product splits. "sft" and "rl" divide "train" (RL_FRACTION of its products go to "rl"), so an RL stage can
+# train on products its SFT stage never saw; "eval" is held out from all three.
+SPLITS = ("train", "eval", "sft", "rl")
+RL_FRACTION = 0.25
+RL_SPLIT_SEED = 20251130
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +76,18 @@ ASK_TOOL = {
 _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
+def split_pool(world, split: str) -> np.ndarray:
+    """The product indices of `split` (one of SPLITS). "sft"/"rl" are a fixed division of "train", drawn
+    per product index from its own stream (the world's generation is untouched)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    if split in ("train", "eval"):
+        return world.split_indices(split)
+    train = world.split_indices("train")
+    to_rl = np.random.default_rng(RL_SPLIT_SEED).random(world.n_products)[train] < RL_FRACTION
+    return train[to_rl] if split == "rl" else train[~to_rl]
+
+
 class ShopEnv:
     """A ShopSimulator episode. `make("shop/single", world_seed=0, n_products=500, split="train")`."""
 
@@ -108,7 +125,7 @@ class ShopEnv:
         self.view = view
         self.system_prompt = SYSTEM_PROMPT.format(ask=ASK_LINE if self.scenario.multi_turn else "")
         self.tools = TOOLS + ([ASK_TOOL] if self.scenario.multi_turn else [])
-        self._pool = self.world.split_indices(split)
+        self._pool = split_pool(self.world, split)
         self.task: Task | None = None  # privileged: for scoring and scripted agents, never rendered
 
     # ---- episode --------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""The quickstart over several seeds: held-out success of the untrained, SFT and SFT+RL policies, mean ± SE.
+
+  python bench/quickstart_seeds.py                        # seeds 0, 1, 2 -> runs/quickstart_seeds
+  python bench/quickstart_seeds.py --seeds 5 --out DIR -- --config.rl.steps=40   # overrides after --
+
+Each seed is the README's first command (`python -m alejax.main --config=configs/quickstart.py`) with
+`--config.seed=S --config.workdir=OUT/seedS`, run as its own process (its wall time is the job's own). A seed
+whose workdir already holds results.json is read, not rerun (rerun a seed by deleting its folder; an
+interrupted seed resumes). The seed changes the world (products, tasks, held-out split), the model's init
+and every sample, so the spread is across worlds.
+
+The baseline in the same run is the SFT policy: the ratio printed is SFT+RL / SFT full success (and SFT /
+untrained is reported as a difference, the untrained policy scoring 0). Writes OUT/results.{md,json} and
+OUT/quickstart_seeds.png; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POLICIES = ("untrained", "sft", "sft_rl")
+METRICS = (("success", "full success"), ("score/strict", "R_strict"), ("score/loose", "R_loose"))
+
+
+def run_seed(seed: int, workdir: str, overrides: list[str]) -> dict:
+    done = os.path.join(workdir, "results.json")
+    if os.path.exists(done):
+        print(f"seed {seed}: finished earlier, reading {done}", flush=True)
+        return json.load(open(done))
+    cmd = [sys.executable, "-m", "alejax.main", "--config=configs/quickstart.py", f"--config.seed={seed}"]
+    cmd += [f"--config.workdir={workdir}", *overrides]
+    print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    os.makedirs(workdir, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(workdir, "job.log"), "a", encoding="utf-8") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SystemExit(f"seed {seed} failed (rc {rc}); its log: {workdir}/job.log")
+    print(f"seed {seed}: done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return json.load(open(done))
+
+
+def summarize(per_seed: dict[int, dict]) -> dict:
+    out = {}
+    for policy in POLICIES:
+        for key, _ in METRICS:
+            values = np.array([r["results"][policy].get(key, 0.0) for r in per_seed.values()])
+            se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+            out[f"{policy}/{key}"] = (float(values.mean()), float(se), values.tolist())
+    return out
+
+
+def table(summary: dict, per_seed: dict[int, dict]) -> str:
+    seeds = list(per_seed)
+    lines = [
+        f"Held-out ShopSimulator tasks, {len(seeds)} seeds ({', '.join(map(str, seeds))}), greedy; mean ± SE:",
+        "",
+        "| policy | " + " | ".join(label for _, label in METRICS) + " | full success per seed |",
+        "|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    for policy in POLICIES:
+        cells = [
+            f"{100 * summary[f'{policy}/{k}'][0]:.1f} ± {100 * summary[f'{policy}/{k}'][1]:.1f}%"
+            for k, _ in METRICS
+        ]
+        each = ", ".join(f"{100 * v:.1f}" for v in summary[f"{policy}/success"][2])
+        lines.append(f"| {policy} | " + " | ".join(cells) + f" | {each} |")
+    gain = 100 * np.array(summary["sft_rl/success"][2]) - 100 * np.array(summary["sft/success"][2])
+    se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
+    lines += [
+        "",
+        f"SFT+RL - SFT full success, paired by seed: {gain.mean():+.1f} ± {se:.1f} points "
+        f"(per seed {', '.join(f'{g:+.1f}' for g in gain)}).",
+    ]
+    walls = [r["wall_s"] / 60 for r in per_seed.values()]
+    lines += ["", f"Wall time per seed (one process each): {', '.join(f'{w:.1f}' for w in walls)} min."]
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: str) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    width = 0.8 / len(METRICS)
+    x = np.arange(len(POLICIES))
+    for j, (key, label) in enumerate(METRICS):
+        means = [summary[f"{p}/{key}"][0] for p in POLICIES]
+        ses = [summary[f"{p}/{key}"][1] for p in POLICIES]
+        ax.bar(x + j * width, means, width, yerr=ses, capsize=3, label=label)
+    ax.set_xticks(x + width, POLICIES)
+    ax.set(title="quickstart, held-out tasks (mean ± SE over seeds)", ylim=(0, 1))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    own, overrides = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "quickstart_seeds"))
+    args = parser.parse_args(own)
+    bad = [
+        o
+        for o in overrides
+        if not o.startswith("--config.") or o.startswith(("--config.seed=", "--config.workdir="))
+    ]
+    if bad:
+        raise SystemExit(f"overrides must be --config.key=value (not seed/workdir, set per seed): {bad}")
+
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    per_seed = {s: run_seed(s, os.path.join(args.out, f"seed{s}"), overrides) for s in seeds}
+    summary = summarize(per_seed)
+    text = table(summary, per_seed)
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    png = plot(summary, os.path.join(args.out, "quickstart_seeds.png"))
+    mean = {p: summary[f"{p}/success"][0] for p in POLICIES}
+    result = {
+        "seeds": list(seeds),
+        "success": mean,
+        "success_se": {p: summary[f"{p}/success"][1] for p in POLICIES},
+        "success_per_seed": {p: summary[f"{p}/success"][2] for p in POLICIES},
+        "r_strict": {p: summary[f"{p}/score/strict"][0] for p in POLICIES},
+        "r_loose": {p: summary[f"{p}/score/loose"][0] for p in POLICIES},
+        "sft_rl_over_sft": mean["sft_rl"] / mean["sft"] if mean["sft"] > 0 else None,
+        "sft_rl_minus_sft_per_seed": [
+            a - b for a, b in zip(summary["sft_rl/success"][2], summary["sft/success"][2], strict=True)
+        ],
+        "ordering_holds": bool(mean["sft_rl"] > mean["sft"] > mean["untrained"]),
+        "wall_min": [round(r["wall_s"] / 60, 2) for r in per_seed.values()],
+        "overrides": overrides,
+        "png": png,
+    }
+    json.dump(result, open(os.path.join(args.out, "results.json"), "w"), indent=1)
+    print("\n" + text, flush=True)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
