@@ -63,6 +63,8 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.sft.seq_len = 256
     c.sft.learning_rate = 3e-3
     c.sft.compact = True  # one-line `calc 3 + 4` / `answer 7` actions
+    c.sft.expert = ConfigDict()  # more kwargs of the env's scripted_policy (e.g. arithmetic's guess_fraction)
+    c.sft.successful_only = True  # False keeps the expert's failed episodes too (a mixed expert's guesses)
 
     c.rl = ConfigDict()  # alejax.rl.pipeline.RLConfig fields
     c.rl.groups_per_step = 4

@@ -69,13 +69,14 @@ class ArithmeticEnv:
         self.n_ops, self.max_operand, self.ops = n_ops, max_operand, ops
         self.max_steps = max_steps if max_steps is not None else 2 * n_ops + 2
         self.tree: Tree = 0
+        self.seed = 0
         self.t = 0
         self.done = True
 
     def reset(self, seed: int) -> tuple[str, dict]:
         rng = random.Random(seed)
         self.tree = _random_tree(rng, self.n_ops, self.max_operand, self.ops)
-        self.t, self.done = 0, False
+        self.seed, self.t, self.done = seed, 0, False
         return f"Compute {_render(self.tree)}", {"target": _evaluate(self.tree)}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
@@ -104,16 +105,31 @@ class ArithmeticEnv:
     def optimal_actions(self, compact: bool = False) -> list[str]:
         calls = [("calc", {"expression": e}) for e in _reduction_steps(self.tree)]
         calls.append(("answer", {"value": _evaluate(self.tree)}))
-        if compact:
-            return [f"{name} {next(iter(args.values()))}" for name, args in calls]
-        return [format_tool_call(name, args) for name, args in calls]
+        return _format_calls(calls, compact)
 
-    def scripted_policy(self, compact: bool = False):
-        """Optimal play for the current episode, as a Policy (messages -> assistant text)."""
-        actions = self.optimal_actions(compact)
+    def guessed_actions(self, compact: bool = False) -> list[str]:
+        """No tool use: answer at once with a value drawn (seeded by the episode) from 0..2*max_operand,
+        independent of the expression, so usually wrong."""
+        guess = random.Random(f"guess-{self.seed}").randint(0, 2 * self.max_operand)
+        return _format_calls([("answer", {"value": guess})], compact)
+
+    def scripted_policy(self, compact: bool = False, guess_fraction: float = 0.0):
+        """Optimal play for the current episode, as a Policy (messages -> assistant text).
+
+        `guess_fraction`: the share of episodes (chosen by the episode's seed, so data is reproducible) that
+        are played by `guessed_actions` instead: a mixed expert whose SFT'd policy must still learn, e.g.
+        by RL, to prefer the calculator."""
+        guess = guess_fraction > 0 and random.Random(f"mix-{self.seed}").random() < guess_fraction
+        actions = self.guessed_actions(compact) if guess else self.optimal_actions(compact)
         return lambda messages: actions[
             min(sum(m["role"] == "assistant" for m in messages), len(actions) - 1)
         ]
+
+
+def _format_calls(calls: list[tuple[str, dict]], compact: bool) -> list[str]:
+    if compact:  # one line `NAME ARG`
+        return [f"{name} {next(iter(args.values()))}" for name, args in calls]
+    return [format_tool_call(name, args) for name, args in calls]
 
 
 @register("arithmetic/calc")

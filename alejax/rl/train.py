@@ -91,13 +91,16 @@ def env_tools(config: ConfigDict, env) -> list[dict] | None:
 
 
 def expert_chats(config: ConfigDict, n: int) -> list[list[dict]]:
-    """Successful scripted-expert episodes, on seeds from a range the RL tasks' seeds rarely reach."""
+    """Scripted-expert episodes (successful ones unless sft.successful_only is False), on seeds from a range
+    the RL tasks' seeds rarely reach."""
     seeds = range(10_000_000 + config.seed * n, 10_000_000 + config.seed * n + n)
+    policy_kwargs = {**({"compact": True} if config.sft.compact else {}), **config.sft.expert.to_dict()}
     return expert_episodes(
         config.env.name,
         seeds,
         env_kwargs=config.env.kwargs.to_dict(),
-        policy_kwargs={"compact": True} if config.sft.compact else None,
+        successful_only=config.sft.successful_only,
+        policy_kwargs=policy_kwargs or None,
     )
 
 
@@ -143,9 +146,7 @@ def sft_warm_start(
     env = make(config.env.name, **config.env.kwargs.to_dict())
     chats = expert_chats(config, s.episodes)
     if not chats:
-        raise ValueError(
-            f"the scripted expert of {config.env.name} succeeded in none of {s.episodes} episodes"
-        )
+        raise ValueError(f"the scripted expert of {config.env.name} played no usable episode of {s.episodes}")
     rows, _ = sft_rows(tokenizer, chats, s.seq_len, env_tools(config, env))
     tx = make_optimizer(s.learning_rate, warmup_steps=max(s.steps // 10, 1), total_steps=s.steps)
     graphdef, state = init_train_state(model_config, tx, mesh, seed=config.seed)
