@@ -328,7 +328,10 @@ def run(config: ConfigDict) -> dict[str, float]:
         last = train_loop(pipeline, config, workdir)
     finally:
         pool.close()
-    png = plot_metrics(os.path.join(workdir, "metrics.jsonl"), PLOTTED, title=f"RL on {config.env.name}")
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if "reward" not in last and os.path.exists(metrics_path):  # resumed at the final step: the run's last row
+        last = {**next((r for r in reversed(read_metrics(metrics_path)) if "reward" in r), {}), **last}
+    png = plot_metrics(metrics_path, PLOTTED, title=f"RL on {config.env.name}")
     print(
         f"done: step {int(last['rl_step'])}/{config.steps} in {time.time() - t_start:.0f}s; reward "
         f"{last.get('reward', float('nan')):.3f}, success {last.get('success', float('nan')):.3f}; "
