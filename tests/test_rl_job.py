@@ -67,3 +67,4 @@ def test_rl_job_is_killed_and_resumes_to_the_same_final_step(tmp_path, capsys):
     # Re-running a finished job does no step and reports where it stands.
     again = rl_train.run(_tiny(tmp_path, steps=4))
     assert again["rl_step"] == 4 and len(read_metrics(str(tmp_path / "metrics.jsonl"))) == 4
+    assert again["reward"] == rows[-1]["reward"] and "reward nan" not in capsys.readouterr().out

@@ -36,7 +36,7 @@ from alejax.rl.resample import ResampleConfig, env_teacher
 from alejax.rollout.sampler import SamplingConfig
 from alejax.rollout.scheduler import RolloutConfig
 from alejax.train.checkpoint import Checkpointer
-from alejax.train.metrics import MetricsWriter, Progress, plot_metrics, read_metrics
+from alejax.train.metrics import MetricsWriter, Progress, last_logged, plot_metrics, read_metrics
 from alejax.train.sft import expert_episodes, sft_rows
 from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
 from alejax.train.step import make_train_step, next_token_loss
@@ -329,8 +329,8 @@ def run(config: ConfigDict) -> dict[str, float]:
     finally:
         pool.close()
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if "reward" not in last and os.path.exists(metrics_path):  # resumed at the final step: the run's last row
-        last = {**next((r for r in reversed(read_metrics(metrics_path)) if "reward" in r), {}), **last}
+    if "reward" not in last:  # resumed at the final step
+        last = {**last_logged(metrics_path, ("reward", "success")), **last}
     png = plot_metrics(metrics_path, PLOTTED, title=f"RL on {config.env.name}")
     print(
         f"done: step {int(last['rl_step'])}/{config.steps} in {time.time() - t_start:.0f}s; reward "

@@ -114,6 +114,14 @@ def read_metrics(path: str) -> list[dict[str, float]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def last_logged(path: str, keys: tuple[str, ...]) -> dict[str, float]:
+    """The latest logged value of each key (for a job resumed at its final step, which logs nothing new)."""
+    last = {}
+    for row in read_metrics(path) if os.path.exists(path) else []:
+        last.update({k: row[k] for k in keys if k in row})
+    return last
+
+
 class Progress:
     """A periodic one-line report: step, rate, ETA and chosen metrics (works in logs and notebooks)."""
 

@@ -24,7 +24,7 @@ from alejax.data.tokenizer import Tokenizer, train_bpe
 from alejax.models.config import ModelConfig
 from alejax.parallel.mesh import make_mesh
 from alejax.train.checkpoint import Checkpointer, resume
-from alejax.train.metrics import MetricsWriter, Progress, plot_metrics, read_metrics
+from alejax.train.metrics import MetricsWriter, Progress, last_logged, plot_metrics
 from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
 from alejax.train.step import make_train_step, next_token_loss
 
@@ -159,11 +159,7 @@ def fit_packed_rows(
         ["loss", "eval_loss", "grad_norm", "tokens_per_s"],
         title=title,
     )
-    if not last and os.path.exists(
-        writer.path
-    ):  # resumed at the final step: report the finished run's last logged values
-        for row in read_metrics(writer.path):
-            last.update({k: v for k, v in row.items() if k in ("loss", "eval_loss")})
+    last = last or last_logged(writer.path, ("loss", "eval_loss"))  # resumed at the final step
     print(
         f"{title}: {config.steps} steps; final loss {last.get('loss', float('nan')):.3f}, "
         f"eval loss {last.get('eval_loss', float('nan')):.3f}; metrics {writer.path}, plot {png}",
