@@ -104,10 +104,13 @@ def test_behaviour_and_old_logprobs_agree_before_an_update_but_stay_distinct(tok
     batch = collate(trajectories, pad_to=128)
     old = pipeline._logprobs(pipeline.state.params, batch)
     mask = batch.loss_mask.astype(bool)
-    np.testing.assert_allclose(old[mask], batch.behaviour_logp[mask], atol=1e-4)  # same weights, same numbers
+    agree = np.abs(old[mask] - batch.behaviour_logp[mask]).max()
+    assert agree < 1e-4  # same weights, same numbers (up to the sampler's and trainer's float rounding)
     assert "skipped_update" not in pipeline.step(range(2, 4))
     after = pipeline._logprobs(pipeline.state.params, batch)
-    assert np.abs(after[mask] - batch.behaviour_logp[mask]).max() > 1e-3  # π_θ moved; μ is what was sampled
+    # π_θ moved (an update of these tasks shifts these tokens' log-probs far beyond rounding); μ stays what
+    # was sampled.
+    assert np.abs(after[mask] - batch.behaviour_logp[mask]).max() > 20 * max(agree, 1e-5)
     pool.close()
 
 

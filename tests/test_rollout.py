@@ -209,6 +209,39 @@ def test_slots_stay_busy_with_random_env_latency(tokenizer):
     assert stats.slot_utilization > 0.9, stats.as_dict()
 
 
+def test_same_seed_same_episodes_whatever_the_env_timing_and_slot_count(tokenizer):
+    """Batches follow env timing; per-episode keys make the sampled episodes independent of it."""
+
+    class Jittery(CountingEnv):
+        salt = 0  # changes every step's latency, so episodes share prefill/decode calls differently
+
+        def reset(self, seed):
+            observation, info = super().reset(seed)
+            self.rng = random.Random(seed * 1000 + Jittery.salt)
+            return observation, info
+
+    requests = [EpisodeRequest(task_seed=s % 5, group_id=s // 2) for s in range(10)]  # seeds repeat
+    runs = []
+    for salt, slots in ((0, 4), (1, 3), (2, 6)):
+        Jittery.salt = salt
+        scheduler, pool = _scheduler(tokenizer, batch_size=slots, env=Jittery, seed=7)
+        runs.append(scheduler.collect(requests)[0])
+        pool.close()
+    first = runs[0]
+    assert [t.task_seed for t in first] == [r.task_seed for r in requests]  # returned in request order
+    assert len({tuple(t.tokens) for t in first}) > 5  # the repeated seeds sampled different episodes
+    for other in runs[1:]:
+        for a, b in zip(first, other, strict=True):
+            assert a.tokens == b.tokens and a.loss_mask == b.loss_mask
+            np.testing.assert_allclose(a.behaviour_logp, b.behaviour_logp, atol=1e-5)
+    # A different scheduler seed samples different episodes.
+    Jittery.salt = 0
+    scheduler, pool = _scheduler(tokenizer, batch_size=4, env=Jittery, seed=8)
+    other_seed = scheduler.collect(requests)[0]
+    pool.close()
+    assert [t.tokens for t in other_seed] != [t.tokens for t in first]
+
+
 def test_aborted_episodes_are_resampled_from_the_same_seed_then_reported(tokenizer):
     CountingEnv.crashes = {1: 1, 2: 99}
     try:

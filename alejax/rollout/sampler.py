@@ -11,6 +11,10 @@ points (continuous batching). Two compiled programs do all the work:
 
 Chunk lengths are padded to power-of-two buckets, so a warmed-up sampler does not recompile. Writes at
 positions >= the cache length are dropped, which is how idle rows stay untouched.
+
+`rng` is one key for the batch, or one key per row ([B]): then the token a row samples at position p uses
+fold_in(row_key, p) alone, so what an episode samples does not depend on which other rows share its calls
+or when (the scheduler's batches follow env timing; per-episode keys make a seed's rollouts repeat).
 """
 
 from __future__ import annotations
@@ -93,10 +97,19 @@ def _nucleus_without_sort(logits: jax.Array, top_p: float, iterations: int = 30)
 
 def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array) -> jax.Array:
     """One uniform per row against the CDF: on CPU, Gumbel noise for every vocabulary entry cost more than
-    the model's own decode step."""
+    the model's own decode step. `rng`: one key, or one key per row (shape [B] for logits [B, V])."""
     cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), dtype=cdf.dtype) * cdf[..., -1:]
+    if rng.ndim:  # a key per row
+        u = jax.vmap(lambda key: jax.random.uniform(key, (1,), dtype=cdf.dtype))(rng)
+    else:
+        u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), dtype=cdf.dtype)
+    u = u * cdf[..., -1:]
     return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1)
+
+
+def _at_positions(rng: jax.Array, positions: jax.Array) -> jax.Array:
+    """Per-row keys folded with the position of the token each row samples; one batch key passes through."""
+    return jax.vmap(jax.random.fold_in)(rng, positions) if rng.ndim else rng
 
 
 def bucket_length(n: int, minimum: int = 16, maximum: int | None = None) -> int:
@@ -160,7 +173,7 @@ class Sampler:
         positions = jnp.where(offsets < length[:, None], start[:, None] + offsets, self.max_length)
         hidden, cache = model.hidden_states(chunk, positions=positions, cache=cache)
         last = jnp.take_along_axis(hidden, jnp.maximum(length - 1, 0)[:, None, None], axis=1)
-        token, logp = sample_logits(model.logits(last)[:, 0], rng, self.sampling)
+        token, logp = sample_logits(model.logits(last)[:, 0], _at_positions(rng, start + length), self.sampling)
         return cache, token, logp
 
     def prefill(self, cache: KVCache, chunks: Sequence[Sequence[int] | None], starts: Sequence[int], rng):
@@ -202,7 +215,10 @@ class Sampler:
 
         def body(carry):
             step, cache, token, position, out_tokens, out_logp, count, active, rng = carry
-            rng, key = jax.random.split(rng)
+            if rng.ndim:  # per-row keys: the sampled token's position picks the key
+                key = _at_positions(rng, position + 1)
+            else:
+                rng, key = jax.random.split(rng)
             feed_position = jnp.where(active, position, self.max_length)  # idle rows: dropped writes
             logits, cache = model(token[:, None], positions=feed_position[:, None], cache=cache)
             new_token, logp = sample_logits(logits[:, 0], key, self.sampling)

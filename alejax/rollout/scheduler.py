@@ -11,6 +11,11 @@ Each slot holds one episode. The loop, until every requested episode is done:
 Env steps run in the pool's threads/processes while other slots decode. An episode whose env failed
 (aborted) is re-sampled from the same seed, up to `max_attempts`, then reported as aborted — never dropped.
 
+Which episodes share a prefill or decode call follows env timing, so nothing random may depend on it: each
+episode samples with its own key (from the scheduler's seed, the collect call, the request's index and the
+attempt; see sampler.py), and `collect` returns trajectories in request order. The same seed and requests
+give the same episodes however the env threads are scheduled.
+
 A request may carry a `prefix` of actions (IPA's chunk-initialized resampling): after the reset, those
 actions are replayed in the env one by one, each rendered into the context as the assistant turn it would
 have been if sampled (its text + end-of-turn token, loss_mask 0), before sampling starts. The replayed
@@ -72,6 +77,8 @@ class _Slot:
     state: SlotState = SlotState.FREE
     request: EpisodeRequest | None = None
     attempt: int = 0
+    index: int = 0  # of the request in the collect call: its place in the returned list
+    key_data: np.ndarray | None = None  # raw data of the episode's sampling key
     trajectory: Trajectory | None = None
     chat: EpisodeChat | None = None
     future: concurrent.futures.Future | None = None
@@ -144,8 +151,9 @@ class RolloutScheduler:
 
     # -- public --------------------------------------------------------------------------------------
     def collect(self, requests: Sequence[EpisodeRequest]) -> tuple[list[Trajectory], RolloutStats]:
-        self._queue = queue = collections.deque((r, 1) for r in requests)
-        self._done = done = []
+        self._queue = queue = collections.deque((r, 1, i) for i, r in enumerate(requests))
+        self._collect_key = self._split()
+        self._done = done = {}
         self._stats = stats = RolloutStats(_n_slots=len(self.slots))
         start = last = time.perf_counter()
         while queue or any(s.state is not SlotState.FREE for s in self.slots):
@@ -189,13 +197,15 @@ class RolloutScheduler:
             last = now
         stats.wall_s = time.perf_counter() - start
         stats.episodes = len(done)
-        return done, stats
+        return [done[i] for i in sorted(done)], stats
 
     # -- episode lifecycle ----------------------------------------------------------------------------
-    def _start_episode(self, slot: _Slot, request: EpisodeRequest, attempt: int) -> None:
+    def _start_episode(self, slot: _Slot, request: EpisodeRequest, attempt: int, index: int) -> None:
         episode_id = self._next_episode_id
         self._next_episode_id += 1
-        slot.request, slot.attempt = request, attempt
+        slot.request, slot.attempt, slot.index = request, attempt, index
+        key = jax.random.fold_in(jax.random.fold_in(self._collect_key, index), attempt)
+        slot.key_data = np.asarray(jax.random.key_data(key))
         slot.trajectory = Trajectory(
             episode_id=episode_id, task_seed=request.task_seed, group_id=request.group_id
         )
@@ -265,7 +275,7 @@ class RolloutScheduler:
         self.pool.release(slot.trajectory.episode_id)
         if slot.attempt < self.config.max_attempts:
             self._stats.aborted_resamples += 1
-            self._queue.appendleft((slot.request, slot.attempt + 1))  # same seed, re-sampled first
+            self._queue.appendleft((slot.request, slot.attempt + 1, slot.index))  # same seed, re-sampled first
             self._free(slot)
         else:
             slot.trajectory.aborted = True
@@ -283,7 +293,7 @@ class RolloutScheduler:
                 traj.add_context(self.tokenizer.encode(rendered[len(text) :]))
         traj.info.setdefault("attempts", slot.attempt)
         self.pool.release(traj.episode_id)
-        self._done.append(traj)
+        self._done[slot.index] = traj
         self._free(slot)
 
     def _free(self, slot) -> None:
@@ -300,6 +310,13 @@ class RolloutScheduler:
         self.rng, key = jax.random.split(self.rng)
         return key
 
+    def _row_keys(self, rows) -> jax.Array:
+        """The episodes' own sampling keys, one per slot (unused rows get any key: they sample nothing)."""
+        data = np.zeros((len(self.slots), *self.slots[rows[0]].key_data.shape), np.uint32)
+        for i in rows:
+            data[i] = self.slots[i].key_data
+        return jax.random.wrap_key_data(data)
+
     def _prefill(self) -> None:
         rows = [i for i, s in enumerate(self.slots) if s.state is SlotState.PREFILL]
         chunks = [None] * len(self.slots)
@@ -308,7 +325,7 @@ class RolloutScheduler:
             slot = self.slots[i]
             chunks[i] = slot.trajectory.tokens[slot.position :]  # includes the unfed end-of-turn token
             starts[i] = slot.position
-        self.cache, token, logp = self.sampler.prefill(self.cache, chunks, starts, self._split())
+        self.cache, token, logp = self.sampler.prefill(self.cache, chunks, starts, self._row_keys(rows))
         token, logp = np.asarray(token), np.asarray(logp)
         for i in rows:
             slot = self.slots[i]
@@ -323,13 +340,12 @@ class RolloutScheduler:
     def _decode_segment(self) -> None:
         n = len(self.slots)
         token, position, budget = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32)
-        for i, slot in enumerate(self.slots):
-            if slot.state is SlotState.DECODING:
-                token[i] = slot.trajectory.tokens[slot.position]
-                position[i] = slot.position
-                budget[i] = self._budget(slot)
+        rows = [i for i, s in enumerate(self.slots) if s.state is SlotState.DECODING]
+        for i in rows:
+            slot = self.slots[i]
+            token[i], position[i], budget[i] = slot.trajectory.tokens[slot.position], slot.position, self._budget(slot)
         self.cache, tokens, logps, count, _ = self.sampler.decode(
-            self.cache, token, position, budget, self._split()
+            self.cache, token, position, budget, self._row_keys(rows)
         )
         tokens, logps, count = np.asarray(tokens), np.asarray(logps), np.asarray(count)
         self._stats.decode_row_steps += n * int(count.max(initial=0))
