@@ -173,7 +173,9 @@ class Sampler:
         positions = jnp.where(offsets < length[:, None], start[:, None] + offsets, self.max_length)
         hidden, cache = model.hidden_states(chunk, positions=positions, cache=cache)
         last = jnp.take_along_axis(hidden, jnp.maximum(length - 1, 0)[:, None, None], axis=1)
-        token, logp = sample_logits(model.logits(last)[:, 0], _at_positions(rng, start + length), self.sampling)
+        token, logp = sample_logits(
+            model.logits(last)[:, 0], _at_positions(rng, start + length), self.sampling
+        )
         return cache, token, logp
 
     def prefill(self, cache: KVCache, chunks: Sequence[Sequence[int] | None], starts: Sequence[int], rng):
