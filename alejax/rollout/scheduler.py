@@ -275,9 +275,8 @@ class RolloutScheduler:
         self.pool.release(slot.trajectory.episode_id)
         if slot.attempt < self.config.max_attempts:
             self._stats.aborted_resamples += 1
-            self._queue.appendleft(
-                (slot.request, slot.attempt + 1, slot.index)
-            )  # same seed, re-sampled first
+            # Same seed and index (so the same place in the output), re-sampled first.
+            self._queue.appendleft((slot.request, slot.attempt + 1, slot.index))
             self._free(slot)
         else:
             slot.trajectory.aborted = True
@@ -345,11 +344,8 @@ class RolloutScheduler:
         rows = [i for i, s in enumerate(self.slots) if s.state is SlotState.DECODING]
         for i in rows:
             slot = self.slots[i]
-            token[i], position[i], budget[i] = (
-                slot.trajectory.tokens[slot.position],
-                slot.position,
-                self._budget(slot),
-            )
+            token[i], position[i] = slot.trajectory.tokens[slot.position], slot.position
+            budget[i] = self._budget(slot)
         self.cache, tokens, logps, count, _ = self.sampler.decode(
             self.cache, token, position, budget, self._row_keys(rows)
         )
