@@ -62,13 +62,14 @@ def alejax_decode(model, batch: int, new: int = NEW, repeats: int = 2) -> float:
     """Seconds per decode step (one new token per row) in the while_loop, prefill excluded."""
     sampler = Sampler(model, batch, max_length=PROMPT + new + 1, sampling=SamplingConfig(1.0), segment=new)
     prompts = np.random.default_rng(0).integers(0, model.config.vocab_size, (batch, PROMPT))
-    cache, token, _ = sampler.prefill(sampler.init_cache(), list(prompts), [0] * batch, jax.random.key(0))
+    keys = jax.random.split(jax.random.key(0), batch)
+    cache, token, _ = sampler.prefill(sampler.init_cache(), list(prompts), [0] * batch, keys)
     position, budget = np.full(batch, PROMPT), np.full(batch, new)
     best = float("inf")
     for i in range(repeats + 1):  # the first run compiles
         c = jax.tree.map(jnp.copy, cache)
         t = time.perf_counter()
-        out = sampler.decode(c, token, position, budget, jax.random.key(i))
+        out = sampler.decode(c, token, position, budget, jax.random.split(jax.random.key(i), batch))
         jax.block_until_ready(out[1])
         if i:
             best = min(best, time.perf_counter() - t)

@@ -94,6 +94,12 @@ def test_stop_tokens_and_per_row_budgets(model):
     assert len(outputs[2]) <= 7
 
 
+def test_sampler_wants_one_key_per_row(model):
+    sampler = Sampler(model, 2, 32)
+    with pytest.raises(ValueError, match=r"one key per row, shape \(2,\)"):
+        sampler.prefill(sampler.init_cache(), [[1, 2], None], [0, 0], jax.random.key(0))
+
+
 def test_warm_sampler_does_not_recompile_over_mixed_lengths(model):
     sampler = Sampler(model, batch_size=4, max_length=160, sampling=SamplingConfig(1.0), segment=8)
     for n in (10, 20, 40, 100):  # one request per bucket: 16, 32, 64, 128

@@ -12,9 +12,9 @@ points (continuous batching). Two compiled programs do all the work:
 Chunk lengths are padded to power-of-two buckets, so a warmed-up sampler does not recompile. Writes at
 positions >= the cache length are dropped, which is how idle rows stay untouched.
 
-`rng` is one key for the batch, or one key per row ([B]): then the token a row samples at position p uses
-fold_in(row_key, p) alone, so what an episode samples does not depend on which other rows share its calls
-or when (the scheduler's batches follow env timing; per-episode keys make a seed's rollouts repeat).
+Both take one key per row (`rng` of shape [B]): the token a row samples at position p uses fold_in(row_key,
+p) alone, so what a sequence samples does not depend on which other rows share its calls or when (the
+scheduler's batches follow env timing; per-episode keys make a seed's rollouts repeat).
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array) -> jax.Array:
 
 
 def _at_positions(rng: jax.Array, positions: jax.Array) -> jax.Array:
-    """Per-row keys folded with the position of the token each row samples; one batch key passes through."""
-    return jax.vmap(jax.random.fold_in)(rng, positions) if rng.ndim else rng
+    """Per-row keys folded with the position of the token each row samples."""
+    return jax.vmap(jax.random.fold_in)(rng, positions)
 
 
 def bucket_length(n: int, minimum: int = 16, maximum: int | None = None) -> int:
@@ -179,10 +179,11 @@ class Sampler:
         return cache, token, logp
 
     def prefill(self, cache: KVCache, chunks: Sequence[Sequence[int] | None], starts: Sequence[int], rng):
-        """Write chunks[b] at positions starts[b].. (None or empty = row untouched).
+        """Write chunks[b] at positions starts[b].. (None or empty = row untouched); `rng`: a key per row.
 
         Returns (cache, next_token [B], next_logp [B]) as host numpy arrays for the rows' next token.
         """
+        self._check_keys(rng)
         lengths = np.array([0 if c is None else len(c) for c in chunks], np.int32)
         if np.any(np.asarray(starts) + lengths > self.max_length):
             raise ValueError("a chunk does not fit in the cache; check the context limit before prefill")
@@ -217,10 +218,7 @@ class Sampler:
 
         def body(carry):
             step, cache, token, position, out_tokens, out_logp, count, active, rng = carry
-            if rng.ndim:  # per-row keys: the sampled token's position picks the key
-                key = _at_positions(rng, position + 1)
-            else:
-                rng, key = jax.random.split(rng)
+            key = _at_positions(rng, position + 1)  # the sampled token's position picks each row's key
             feed_position = jnp.where(active, position, self.max_length)  # idle rows: dropped writes
             logits, cache = model(token[:, None], positions=feed_position[:, None], cache=cache)
             new_token, logp = sample_logits(logits[:, 0], key, self.sampling)
@@ -243,7 +241,9 @@ class Sampler:
 
         Returns (cache, tokens [B, steps], logp [B, steps], count [B], still_active [B]); a row's new tokens
         are tokens[b, :count[b]]; a row still active hit the segment end, not a stop token or its budget.
+        `rng`: a key per row.
         """
+        self._check_keys(rng)
         with self._mesh_context():
             return self._decode(
                 self.params,
@@ -255,6 +255,13 @@ class Sampler:
                 steps=steps or self.segment,
             )
 
+    def _check_keys(self, rng) -> None:
+        if getattr(rng, "shape", None) != (self.batch_size,):
+            raise ValueError(
+                f"rng must hold one key per row, shape ({self.batch_size},) (e.g. jax.random.split(key, "
+                f"{self.batch_size})); got shape {getattr(rng, 'shape', None)}"
+            )
+
     # -- convenience ---------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int], seed: int = 0):
         """Single-turn generation for up to `batch_size` prompts: (tokens, logps) lists per prompt."""
@@ -264,9 +271,10 @@ class Sampler:
         chunks = list(prompts) + [None] * (self.batch_size - n)
         budgets = np.zeros(self.batch_size, np.int32)
         budgets[:n] = max_new_tokens
-        rng = jax.random.key(seed)
-        rng, key = jax.random.split(rng)
-        cache, token, logp = self.prefill(self.init_cache(), chunks, [0] * self.batch_size, key)
+        keys = jax.random.split(
+            jax.random.key(seed), self.batch_size
+        )  # a row's tokens depend on its key only
+        cache, token, logp = self.prefill(self.init_cache(), chunks, [0] * self.batch_size, keys)
         token, logp = np.asarray(token), np.asarray(logp)
         outputs = [[int(token[b])] for b in range(n)]
         logps = [[float(logp[b])] for b in range(n)]
@@ -278,9 +286,8 @@ class Sampler:
                 budget[b] = 0
         budget = np.minimum(budget, self.max_length - 1 - position).clip(0)
         while budget.any():
-            rng, key = jax.random.split(rng)
             cache, tokens, lps, count, _ = self.decode(
-                cache, [o[-1] for o in outputs] + [0] * (self.batch_size - n), position, budget, key
+                cache, [o[-1] for o in outputs] + [0] * (self.batch_size - n), position, budget, keys
             )
             tokens, lps, count = np.asarray(tokens), np.asarray(lps), np.asarray(count)
             for b in range(n):
