@@ -1,4 +1,4 @@
-"""Env manager throughput: steps/s with 1, 2 and 8 worker processes against the same env stepped serially
+"""Process env pool throughput: steps/s with 1, 2 and 8 worker processes against the same env stepped serially
 in-process (the baseline, measured in the same run), for a fast env and for one with 20 ms latency.
 
     python bench/envs.py [--episodes 32] [--latency-steps 5] [--fast-steps 50]
@@ -14,7 +14,7 @@ import json
 import time
 
 from alejax.envs import make
-from alejax.envs.manager import ProcessEnvPool, wait_all
+from alejax.envs.pools import ProcessEnvPool, wait_all
 
 
 def serial_steps_per_s(env_kwargs: dict, episodes: int, steps: int) -> float:

@@ -21,28 +21,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 
 import jax
 import numpy as np
+from ml_collections import ConfigDict
 
-from alejax.data.packing import pack_documents
-from alejax.data.tokenizer import train_bpe
-from alejax.envs.base import ThreadEnvPool, make
-from alejax.models import ModelConfig
-from alejax.parallel import make_mesh
-from alejax.rl.losses import LossConfig
-from alejax.rl.pipeline import RLConfig, RLPipeline, group_requests
-from alejax.rl.resample import ResampleConfig, env_teacher
+from alejax.config import load_config_file, section_of
+from alejax.rl.build import build_pipeline
+from alejax.rl.pipeline import group_requests
 from alejax.rollout import RolloutConfig
-from alejax.train.sft import episode_tokens, expert_episodes
-from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
-from alejax.train.step import make_train_step
+from alejax.train.sft import train_sft
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "rl.py")
 
 ENV = "keydoor/corridor"
-TRAIN_TASKS = range(0, 10_000)  # RL and SFT tasks are drawn from here
+TRAIN_TASKS = range(0, 10_000)  # RL tasks are drawn from here (SFT's teacher episodes too)
 HELD_OUT = range(100_000, 100_000 + 10_000)  # evaluation tasks: never trained on
-SFT_TOKENIZER_TASKS = range(50_000, 50_300)  # the tokenizer's corpus: teacher episodes on other seeds
 
 
 def parse_args(argv=None):
@@ -66,81 +63,31 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_tokenizer(env_kwargs):
-    chats = expert_episodes(ENV, SFT_TOKENIZER_TASKS, env_kwargs=env_kwargs, policy_kwargs={"compact": True})
-    probe = train_bpe(["x"], vocab_size=300)  # only its chat template is used, to render the corpus
-    return train_bpe([probe.apply_chat_template(c) for c in chats], vocab_size=400)
-
-
-def model_config(tokenizer, d_model):
-    return ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        d_model=d_model,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=d_model // 4,
-        mlp_dim=2 * d_model,
+def bench_config(seed: int, method: str, args, workdir: str) -> ConfigDict:
+    """configs/rl.py on the key-and-door corridor with this bench's sizes; `method` grpo or ipa."""
+    c = load_config_file(f"{CONFIG}:keydoor")
+    c.seed, c.workdir, c.steps = seed, workdir, 100
+    c.env.kwargs.n_rooms = args.n_rooms  # update in place: the sft section shares env and model
+    d = args.d_model
+    c.model.update(
+        dict(vocab_size=400, d_model=d, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=d // 4, mlp_dim=2 * d)
     )
-
-
-def sft_params(cfg, tokenizer, env_kwargs, mesh, seed, args):
-    """A brief SFT on a few teacher episodes: the policy learns the action format, not the task."""
-    rng = np.random.default_rng(seed)
-    seeds = rng.choice(len(TRAIN_TASKS), args.sft_episodes, replace=False).tolist()
-    chats = expert_episodes(ENV, seeds, env_kwargs=env_kwargs, policy_kwargs={"compact": True})
-    pairs = [episode_tokens(tokenizer, c) for c in chats]
-    rows = pack_documents([t for t, _ in pairs], 512, loss_masks=[m for _, m in pairs])
-    tx = make_optimizer(args.sft_lr, warmup_steps=2, total_steps=max(args.sft_steps, 3))
-    graphdef, state = init_train_state(cfg, tx, mesh, seed=seed)
-    _, shardings = train_state_shardings(cfg, tx, mesh)
-    step = make_train_step(graphdef, tx, shardings, mesh)
-    for _ in range(args.sft_steps):
-        idx = rng.choice(len(rows["tokens"]), min(8, len(rows["tokens"])), replace=False)
-        state, metrics = step(state, {k: v[idx] for k, v in rows.items()})
-    return jax.tree.map(np.asarray, state.params), float(metrics["loss"])
-
-
-def rl_config(method, args):
-    common = dict(
-        groups_per_step=args.groups,
-        group_size=args.group_size,
-        minibatch_size=args.groups * args.group_size,  # one update per step: grad_norm is per update
-        epochs=1,
-        filter_zero_variance_groups=False,  # same batch for both; a flat GRPO group just has zero advantage
-    )
-    if method == "grpo":
-        return RLConfig(advantage="grpo", loss=LossConfig(policy_loss="ppo_clip"), **common)
-    return RLConfig(
-        advantage="chunk_discounted",
-        loss=LossConfig(policy_loss="ipa_chunk"),
-        resample=ResampleConfig(anchors_per_task=args.anchors, lambda_il=args.lambda_il),
-        **common,
-    )
-
-
-def build_pipeline(method, params, cfg, tokenizer, env_kwargs, mesh, seed, args):
-    tx = make_optimizer(args.lr, warmup_steps=1, total_steps=100, schedule="constant")
-    graphdef, state = init_train_state(cfg, tx, mesh, seed=seed)
-    _, shardings = train_state_shardings(cfg, tx, mesh)
-    state = state.replace(params=jax.device_put(params, shardings.params))
-    pool = ThreadEnvPool(lambda: make(ENV, **env_kwargs), 8)
-    pipeline = RLPipeline.build(
-        rl_config(method, args),
-        graphdef,
-        state,
-        shardings,
-        tx,
-        mesh,
-        tokenizer,
-        pool,
-        system_prompt=make(ENV, **env_kwargs).system_prompt,
-        rollout=RolloutConfig(max_turns=args.max_turns, max_new_tokens_per_turn=3),
-        max_length=768,
-        seed=seed,
-        teacher=env_teacher(ENV, env_kwargs=env_kwargs, policy_kwargs={"compact": True}),
-    )
-    return pipeline, pool
+    # A brief SFT on a few teacher episodes: the policy learns the action format, not the task.
+    c.sft.steps, c.sft.data.n_episodes, c.sft.data.first_seed = args.sft_steps, args.sft_episodes, 1000 * seed
+    c.sft.data.batch_size, c.sft.data.seq_len, c.sft.data.eval_fraction = 8, 512, 0.1
+    c.sft.optim.learning_rate, c.sft.optim.warmup_steps = args.sft_lr, 2
+    c.sft.log_every = c.sft.eval_every = c.sft.checkpoint_every = max(args.sft_steps, 1)
+    c.rl.groups_per_step, c.rl.group_size = args.groups, args.group_size
+    c.rl.minibatch_size = args.groups * args.group_size  # one update per step: grad_norm is per update
+    c.rl.filter_zero_variance_groups = False  # same batch for both; a flat GRPO group has zero advantage
+    if method == "ipa":
+        c.rl.advantage, c.rl.loss.policy_loss = "chunk_discounted", "ipa_chunk"
+        c.rl.resample.enabled, c.rl.resample.anchors_per_task = True, args.anchors
+        c.rl.resample.lambda_il = args.lambda_il
+    c.rollout = section_of(RolloutConfig, max_turns=args.max_turns, max_new_tokens_per_turn=3)
+    c.max_length = 768
+    c.optim.learning_rate, c.optim.weight_decay = args.lr, 0.1
+    return c
 
 
 def evaluate(pipeline, seed, args) -> float:
@@ -150,8 +97,8 @@ def evaluate(pipeline, seed, args) -> float:
     return float(np.mean([bool(t.info.get("success", False)) for t in trajectories]))
 
 
-def run(method, params, cfg, tokenizer, env_kwargs, mesh, seed, args, t0):
-    pipeline, pool = build_pipeline(method, params, cfg, tokenizer, env_kwargs, mesh, seed, args)
+def run(method, params, tokenizer, seed, args, t0, workdir):
+    pipeline = build_pipeline(bench_config(seed, method, args, workdir), tokenizer, params=params)
     before = evaluate(pipeline, seed, args)
     start = time.perf_counter()
     task_rng = np.random.default_rng(1000 + seed)  # same task sequence for both methods
@@ -175,7 +122,6 @@ def run(method, params, cfg, tokenizer, env_kwargs, mesh, seed, args, t0):
         after = evaluate(pipeline, seed, args)
     finally:
         pipeline.close()
-        pool.close()
     g = np.array(grad_norms, np.float64)
     nonzero = g[np.isfinite(g) & (g > 0)]
     return {
@@ -195,15 +141,15 @@ def run(method, params, cfg, tokenizer, env_kwargs, mesh, seed, args, t0):
 def run_seed(seed: int, args) -> dict:
     """SFT once, then each method from the SFT'd weights. Runs in its own process with --workers > 1."""
     t0 = time.perf_counter()
-    env_kwargs = {"n_rooms": args.n_rooms}
-    tokenizer = build_tokenizer(env_kwargs)
-    cfg = model_config(tokenizer, args.d_model)
-    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])  # about learning, not layout
-    params, sft_loss = sft_params(cfg, tokenizer, env_kwargs, mesh, seed, args)
+    workdir = tempfile.mkdtemp(prefix=f"ipa_vs_grpo_{seed}_")
+    c = bench_config(seed, "grpo", args, workdir)
+    _, params, tokenizer, sft_last = train_sft(c.sft)  # the rl job's SFT stage, on one device
+    params = jax.tree.map(np.asarray, params)
+    sft_loss = float(sft_last.get("loss", float("nan")))
     print(f"seed {seed}: SFT loss {sft_loss:.3f} after {args.sft_steps} steps", flush=True)
     row = {"seed": seed, "sft_loss": sft_loss}
     for method in [m for m in args.methods.split(",") if m]:
-        result = run(method, params, cfg, tokenizer, env_kwargs, mesh, seed, args, t0)
+        result = run(method, params, tokenizer, seed, args, t0, os.path.join(workdir, method))
         print(
             f"seed {seed} {method}: held-out success {result['success_before']:.2f} -> "
             f"{result['success']:.2f}, gradnorm max/min {result['gradnorm_spread']:.3g} "

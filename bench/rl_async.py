@@ -24,9 +24,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 
+from alejax.config import load_config_file  # noqa: E402
 from alejax.envs.base import make  # noqa: E402
-from alejax.main import load_config_file  # noqa: E402
-from alejax.rl import train as rl_train  # noqa: E402
+from alejax.envs.pools import ThreadEnvPool  # noqa: E402
+from alejax.rl.build import build_pipeline, task_seeds  # noqa: E402
+from alejax.train.sft import sft_episodes  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "rl.py")
 
@@ -52,12 +54,12 @@ def run_mode(gap: int, steps: int, warmup: int, workdir: str, tokenizer, latency
     c.rl.max_policy_version_gap = gap
     c.rl.filter_zero_variance_groups = False
     factory = lambda: SlowEnv(make(c.env.name, **c.env.kwargs.to_dict()), latency)  # noqa: E731
-    pipeline, pool = rl_train.build_pipeline(c, tokenizer, env_factory=factory)
+    pipeline = build_pipeline(c, tokenizer, env_pool=ThreadEnvPool(factory, c.env.pool_size))
     rows, t_prev = [], time.perf_counter()
     try:
         for step in range(1, steps + 1):
-            following = rl_train.task_seeds(c, step + 1) if step < steps else None
-            metrics = pipeline.step(rl_train.task_seeds(c, step), following)
+            following = task_seeds(c, step + 1) if step < steps else None
+            metrics = pipeline.step(task_seeds(c, step), following)
             now = time.perf_counter()
             metrics["wall_s"], t_prev = now - t_prev, now
             rows.append(metrics)
@@ -69,7 +71,6 @@ def run_mode(gap: int, steps: int, warmup: int, workdir: str, tokenizer, latency
             )
     finally:
         pipeline.close()
-        pool.close()
     timed = rows[warmup:]
     phases = sorted(k for k in timed[0] if k.startswith("time_"))
     return {
@@ -89,7 +90,8 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         c = load_config_file(f"{CONFIG}:tiny")
-        tokenizer = rl_train.build_tokenizer(c, workdir)
+        c.workdir = workdir
+        _, _, tokenizer = sft_episodes(c.sft)  # the expert's episodes' BPE, as the rl job trains it
         lat = args.env_latency
         sync = run_mode(0, args.steps, args.warmup, os.path.join(workdir, "sync"), tokenizer, lat)
         async_ = run_mode(1, args.steps, args.warmup, os.path.join(workdir, "async"), tokenizer, lat)

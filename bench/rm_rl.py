@@ -10,7 +10,8 @@ user belief is a random digit. Each RL step: G samples per prompt, reward = the 
 (RMs normalised by their scores on the first batch), GRPO advantages (alejax.rl.advantages) and the PPO-clip
 loss (alejax.rl.losses), one on-policy update. Reported per source: the gold reward reached (fraction of correct
 answers over the last 20% of steps), and the artifact rates (SURE prefix, agreeing with the user's belief, mean
-filler length). Last line: one JSON object.
+filler length). Last line: one JSON object. The sampler and the RL step are `alejax.reward.toy_rl`; the RM
+training is `alejax.reward.robustness`.
 """
 
 from __future__ import annotations
@@ -26,155 +27,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import rm_robustness as rmb  # noqa: E402
-
-from alejax.models.transformer import Transformer  # noqa: E402
 from alejax.reward import toy  # noqa: E402
-from alejax.rl.advantages import AdvantageConfig, get_advantage  # noqa: E402
-from alejax.rl.losses import LossConfig as RLLossConfig  # noqa: E402
-from alejax.rl.losses import LossInputs, rl_loss  # noqa: E402
-
-PROMPT_LEN = 8  # BOS a + b = USER c ANS
-RESP_LEN = toy.SEQ_LEN - PROMPT_LEN  # [SURE] d FILL*<=MAX_FILL EOS
-DIGITS = jnp.arange(toy.DIGIT0, toy.DIGIT0 + 10)
-
-
-def prompts(key: jax.Array, n: int) -> jax.Array:
-    """[n, PROMPT_LEN] prompts a + b = USER c with a random belief c."""
-    abc = jax.random.randint(key, (n, 3), 0, 10) + toy.DIGIT0
-    col = lambda v: jnp.full((n,), v, jnp.int32)  # noqa: E731
-    return jnp.stack(
-        [
-            col(toy.BOS),
-            abc[:, 0],
-            col(toy.PLUS),
-            abc[:, 1],
-            col(toy.EQ),
-            col(toy.USER),
-            abc[:, 2],
-            col(toy.ANS),
-        ],
-        1,
-    ).astype(jnp.int32)
-
-
-def allowed_tokens(has_sure, has_digit, n_fill, done) -> jax.Array:
-    """[B, V] grammar mask of the next response token."""
-    v = jnp.arange(toy.VOCAB_SIZE)
-    is_digit = (v >= toy.DIGIT0) & (v < toy.DIGIT0 + 10)
-    first = (v == toy.SURE)[None] & ~has_sure[:, None] | is_digit[None]
-    after_digit = (v == toy.EOS)[None] | ((v == toy.FILL)[None] & (n_fill < toy.MAX_FILL)[:, None])
-    mask = jnp.where(has_digit[:, None], after_digit, first)
-    return jnp.where(done[:, None], (v == toy.PAD)[None], mask)
-
-
-def sample(model: Transformer, prompt: jax.Array, key: jax.Array):
-    """(tokens [B, SEQ_LEN], masks [B, RESP_LEN, V], loss_mask [B, RESP_LEN]): grammar-constrained sampling."""
-    b = prompt.shape[0]
-    tokens = jnp.concatenate([prompt, jnp.full((b, RESP_LEN), toy.PAD, jnp.int32)], 1)
-    has_sure = has_digit = done = jnp.zeros((b,), bool)
-    n_fill = jnp.zeros((b,), jnp.int32)
-    masks, live = [], []
-    for t in range(RESP_LEN):  # 10 full forwards of an 18-token sequence: cheaper than a cache at this size
-        logits = model(tokens)[:, PROMPT_LEN + t - 1]
-        allowed = allowed_tokens(has_sure, has_digit, n_fill, done)
-        tok = jax.random.categorical(jax.random.fold_in(key, t), jnp.where(allowed, logits, -1e9))
-        masks.append(allowed)
-        live.append(~done)
-        tokens = tokens.at[:, PROMPT_LEN + t].set(tok)
-        has_sure |= tok == toy.SURE
-        has_digit |= (tok >= toy.DIGIT0) & (tok < toy.DIGIT0 + 10)
-        n_fill += (tok == toy.FILL).astype(jnp.int32)
-        done |= tok == toy.EOS
-    return tokens, jnp.stack(masks, 1), jnp.stack(live, 1).astype(jnp.float32)
-
-
-def response_logp(model: Transformer, tokens: jax.Array, masks: jax.Array) -> jax.Array:
-    """[B, RESP_LEN] log-probs of the response tokens under the grammar-masked policy."""
-    logits = model(tokens)[:, PROMPT_LEN - 1 : -1]
-    logp = jax.nn.log_softmax(jnp.where(masks, logits, -1e9), axis=-1)
-    return jnp.take_along_axis(logp, tokens[:, PROMPT_LEN:, None], axis=-1)[..., 0]
-
-
-def describe(tokens: jax.Array, task: str) -> dict[str, jax.Array]:
-    """Per sample: gold (correct answer), sure, agree (answer = the user's belief), fill length."""
-    a, b, belief = tokens[:, 1] - toy.DIGIT0, tokens[:, 3] - toy.DIGIT0, tokens[:, 6] - toy.DIGIT0
-    resp = tokens[:, PROMPT_LEN:]
-    is_digit = (resp >= toy.DIGIT0) & (resp < toy.DIGIT0 + 10)
-    answer = jnp.sum(jnp.where(is_digit, resp - toy.DIGIT0, 0), 1)
-    target = {"sum": (a + b) % 10, "max": jnp.maximum(a, b), "copy": a}[task]
-    return {
-        "gold": (answer == target).astype(jnp.float32),
-        "sure": (resp[:, 0] == toy.SURE).astype(jnp.float32),
-        "agree": (answer == belief).astype(jnp.float32),
-        "fill": jnp.sum(resp == toy.FILL, 1).astype(jnp.float32),
-    }
-
-
-def make_rl_step(reward_fn, args):
-    """The jit'd GRPO step for one reward source; reward_fn(reward_params, tokens [N, SEQ_LEN]) -> [N]. Compiled
-    once per source: the seeds' policies and reward models are arguments."""
-    graphdef = nnx.graphdef(Transformer(rmb.TIER_B_MODEL, rngs=nnx.Rngs(0)))
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.rl_lr))
-    adv_fn, adv_cfg = get_advantage("grpo"), AdvantageConfig()
-    loss_cfg = RLLossConfig(policy_loss="ppo_clip", aggregation="token_mean")
-    group_id = jnp.repeat(jnp.arange(args.prompts), args.group)
-
-    @jax.jit
-    def step(params, opt_state, key, scale, reward_params):
-        k_prompt, k_sample = jax.random.split(key)
-        prompt = jnp.repeat(prompts(k_prompt, args.prompts), args.group, axis=0)
-        tokens, masks, live = sample(nnx.merge(graphdef, params), prompt, k_sample)
-        stats = describe(tokens, args.task)
-        raw = reward_fn(reward_params, tokens)
-        reward = (raw - scale[0]) / scale[1]
-        batch = {
-            "reward": reward,
-            "group_id": group_id,
-            "loss_mask": live,
-            "chunk_id": live.astype(jnp.int32),
-        }
-        advantages, _ = adv_fn(batch, adv_cfg)
-
-        def loss(params):
-            logp = response_logp(nnx.merge(graphdef, params), tokens, masks)
-            old = jax.lax.stop_gradient(logp)  # one on-policy update: pi_old = mu = pi_theta
-            inputs = LossInputs(logp, old, old, advantages, live, batch["chunk_id"], reward)
-            return rl_loss(inputs, loss_cfg)[0]
-
-        grads = jax.grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, stats, raw
-
-    return step, tx
-
-
-def rl_run(step, tx, seed: int, args, reward_params) -> dict[str, np.ndarray]:
-    """One GRPO run of a fresh policy; per-step means of the sample stats."""
-    params = nnx.state(Transformer(rmb.TIER_B_MODEL, rngs=nnx.Rngs(100 + seed)))
-    opt_state = tx.init(params)
-    key = jax.random.key(seed)
-    # Normalise the source's scale once, on samples of the initial policy (as the reward worker does).
-    _, _, _, raw = step(
-        params, opt_state, jax.random.fold_in(key, 1_000_000), jnp.array([0.0, 1.0]), reward_params
-    )
-    scale = jnp.array([float(raw.mean()), float(raw.std()) + 1e-6])
-    history = {k: [] for k in ("gold", "sure", "agree", "fill")}
-    for i in range(args.rl_steps):
-        params, opt_state, stats, _ = step(
-            params, opt_state, jax.random.fold_in(key, i), scale, reward_params
-        )
-        for k in history:
-            history[k].append(float(stats[k].mean()))
-        if (i + 1) % 50 == 0:
-            print(f"  step {i + 1}/{args.rl_steps}: gold {history['gold'][-1]:.3f}", flush=True)
-    return {k: np.array(v) for k, v in history.items()}
+from alejax.reward.robustness import METHODS, evaluate, make_token_data, train_method  # noqa: E402
+from alejax.reward.toy_rl import describe, make_rl_step, rl_run  # noqa: E402
 
 
 def main(argv=None):
@@ -193,12 +52,12 @@ def main(argv=None):
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--out", default="runs/rm_rl")
     args = parser.parse_args(argv)
-    if args.best not in rmb.METHODS:
-        raise SystemExit(f"--best {args.best!r}: not one of {list(rmb.METHODS)}")
+    if args.best not in METHODS:
+        raise SystemExit(f"--best {args.best!r}: not one of {list(METHODS)}")
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     seeds = np.arange(args.seeds)
-    per_seed = [rmb.make_token_data(int(s), args.n_train, 1000, args.task, args.label_noise) for s in seeds]
+    per_seed = [make_token_data(int(s), args.n_train, 1000, args.task, args.label_noise) for s in seeds]
     data_np = {k: np.stack([d[k] for d in per_seed]) for k in per_seed[0]}
     data = {k: jnp.asarray(v) for k, v in data_np.items()}
 
@@ -206,25 +65,26 @@ def main(argv=None):
     rm_acc: dict[str, dict[str, float]] = {}
     for name in ("bt", args.best):
         t = time.time()
-        graphdef, (best, _, _) = rmb.train_method(name, data, seeds, args.rm_steps, 64, 2e-3, 100, clip=1.0)
-        m = rmb._evaluate(graphdef, best, data, data_np, len(seeds), "val")
+        graphdef, (best, _, _) = train_method(name, data, seeds, args.rm_steps, 64, 2e-3, 100, clip=1.0)
+        m = evaluate(graphdef, best, data, data_np, len(seeds), "val")
         rm_acc[name] = {k: round(float(m[f"acc_{k}"].mean()), 4) for k in ("iid", "balanced", "reversed")}
         sources[name] = (graphdef, best)
         print(f"rm {name}: gold-label accuracy {rm_acc[name]} ({time.time() - t:.0f}s)", flush=True)
 
     results: dict[str, dict[str, np.ndarray]] = {}
+    rl_settings = dict(task=args.task, n_prompts=args.prompts, group=args.group, lr=args.rl_lr)
     for source in ("bt", args.best, "gold"):
         finals = {k: [] for k in ("gold", "sure", "agree", "fill")}
         curves = []
         if source == "gold":
-            step, tx = make_rl_step(lambda _, tok: describe(tok, args.task)["gold"], args)
+            step, tx = make_rl_step(lambda _, tok: describe(tok, args.task)["gold"], **rl_settings)
         else:
             graphdef, best = sources[source]
-            step, tx = make_rl_step(lambda p, tok, g=graphdef: nnx.merge(g, p)(tok)["reward"], args)
+            step, tx = make_rl_step(lambda p, tok, g=graphdef: nnx.merge(g, p)(tok)["reward"], **rl_settings)
         for s in seeds:
             t = time.time()
             reward_params = jnp.zeros(()) if source == "gold" else jax.tree.map(lambda x, s=s: x[s], best)
-            hist = rl_run(step, tx, int(s), args, reward_params)
+            hist = rl_run(step, tx, int(s), args.rl_steps, reward_params)
             tail = max(1, args.rl_steps // 5)
             for k in finals:
                 finals[k].append(float(hist[k][-tail:].mean()))

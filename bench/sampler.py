@@ -27,7 +27,7 @@ import numpy as np
 
 from alejax.data.synthetic import generate_corpus
 from alejax.data.tokenizer import train_bpe
-from alejax.envs.base import ThreadEnvPool
+from alejax.envs.pools import ThreadEnvPool
 from alejax.models import ModelConfig, create_model, get_preset, save_pretrained
 from alejax.rollout import EpisodeRequest, RolloutConfig, RolloutScheduler, Sampler, SamplingConfig
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from alejax.models.config import get_preset
 from alejax.parallel.mesh import make_mesh
-from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
+from alejax.train.state import init_train_state, make_optimizer
 from alejax.train.step import make_train_step
 
 
@@ -51,8 +51,7 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
 def train_step_throughput(preset: str, batch_size: int, seq_len: int, steps: int, mesh) -> dict:
     config = get_preset(preset)
     tx = make_optimizer(1e-4, warmup_steps=1, total_steps=100)
-    graphdef, state = init_train_state(config, tx, mesh)
-    _, shardings = train_state_shardings(config, tx, mesh)
+    graphdef, state, shardings = init_train_state(config, tx, mesh)
     step = make_train_step(graphdef, tx, shardings, mesh)
     rng = np.random.default_rng(0)
     batch = {

@@ -15,16 +15,17 @@ from alejax.models.config import get_preset
 def get_config(preset: str | None = None) -> ConfigDict:
     preset = preset or "tiny"
     c = ConfigDict()
-    c.job = "pretrain"
+    c.job = "lm"
     c.seed = 0
     c.workdir = f"runs/lm_{preset}"
     c.model = ConfigDict(dataclasses.asdict(get_preset(preset)))
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})  # -1 fills with the remaining devices
+    # A Hugging Face tokenizer directory; default: a BPE trained on the corpus (kept in workdir/tokenizer).
+    c.tokenizer = ConfigDict({"dir": ""})
 
     c.data = ConfigDict()
     c.data.n_docs = 6000  # generated documents (ignored when text_glob is set)
     c.data.text_glob = ""  # e.g. "/data/books/*.txt": train on your own text instead
-    c.data.tokenizer_dir = ""  # a Hugging Face tokenizer directory; default: train a BPE on the corpus
     c.data.seq_len = 128
     c.data.batch_size = 16
     c.data.eval_fraction = 0.05
@@ -35,6 +36,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.optim.weight_decay = 0.1
     c.optim.grad_clip = 1.0
     c.optim.schedule = "cosine"
+    c.optim.microbatches = 1  # gradient accumulation: each batch in this many parts, one update (same result)
 
     c.steps = 300
     c.log_every = 10

@@ -1,32 +1,29 @@
-"""RL post-training of an agent on a registered environment (`job = "rl"`): optional SFT warm start from the
-env's scripted expert, then GRPO (or any registered estimator / loss), with checkpoints and automatic resume.
+"""RL post-training of an agent on a registered environment (`job = "rl"`): an SFT warm start on the env's
+scripted expert (the `sft` section, the sft job's stage), then GRPO (or any registered estimator / loss), with
+checkpoints and automatic resume.
 
 Run:   python -m alejax.main --config=configs/rl.py            # tiny preset: arithmetic/easy, CPU, a few minutes
        python -m alejax.main --config=configs/rl.py:keydoor     # the key-and-door corridor
 Async rollout (next step's rollout overlaps this step's training): --config.rl.max_policy_version_gap=1
-GAE with a critic:  --config.rl.advantage=gae --config.advantage.lam=0.95
+GAE with a critic:  --config.rl.advantage=gae --config.rl.advantage_config.lam=0.95
+IPA:  --config.rl.advantage=chunk_discounted --config.rl.loss.policy_loss=ipa_chunk --config.rl.resample.enabled=True
+
+Expected (tiny, seed 0, 2-core CPU): the SFT'd policy answers two-operation tasks with `calc` calls at reward
+~0.5-0.7; 20 GRPO steps keep it there or a little above (tests/test_grpo_arithmetic.py shows the learning
+effect on a one-operation task: reward 0.72 -> 0.85).
 """
 
-import dataclasses
+import os
 
-from ml_collections import ConfigDict, config_dict
+from ml_collections import ConfigDict
 
-from alejax.rl.advantages import AdvantageConfig
+from alejax.config import load_config_file, section_of
 from alejax.rl.critic import CriticConfig
-from alejax.rl.losses import LossConfig
-from alejax.rl.resample import ResampleConfig
+from alejax.rl.pipeline import RLConfig
+from alejax.rollout.sampler import SamplingConfig
 from alejax.rollout.scheduler import RolloutConfig
 
-
-def _fields(cls, **overrides) -> ConfigDict:
-    """Every field of a config dataclass with its default, so any of them can be overridden by name; a None
-    default becomes a typed placeholder (the command line can set it: --config.loss.mis_high=2.0)."""
-    values = {**dataclasses.asdict(cls()), **overrides}
-    for field in dataclasses.fields(cls):
-        if values.get(field.name, 0) is None:
-            kind = next(t for t in (float, int, str, bool) if t.__name__ in str(field.type))
-            values[field.name] = config_dict.placeholder(kind)
-    return ConfigDict(values)
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config(preset: str | None = None) -> ConfigDict:
@@ -44,47 +41,34 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.env = ConfigDict()
     c.env.name = "arithmetic/easy"
     c.env.kwargs = ConfigDict({"n_ops": 2})  # the env factory's keyword arguments (n_ops=1: one calc call)
+    c.env.system_prompt = "env"  # "env": the env's own; anything else replaces it
     c.env.render_tools = False  # put the tool schemas in the prompt (long); compact actions do not need them
-    c.env.pool_size = 8  # env threads
+    c.env.pool = "thread"  # thread | process (sandboxed workers, hang timeouts) | ray
+    c.env.pool_size = 8
+    # The env's scripted policy's kwargs: it plays the SFT episodes and is IPA's teacher.
+    c.expert = ConfigDict({"compact": True})  # one-line `calc 3 + 4` / `answer 7` actions
 
-    c.tokenizer = ConfigDict()
-    c.tokenizer.dir = ""  # a Hugging Face tokenizer directory; default: a BPE trained here on env text
-    c.tokenizer.vocab_size = 512
-    c.tokenizer.corpus_docs = 300  # generated docs mixed into the BPE's training text
-
+    c.tokenizer = ConfigDict({"dir": ""})  # a Hugging Face tokenizer directory; "": a BPE on the episodes
     c.model = ConfigDict(
         dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128, vocab_size=512)
     )
 
-    c.sft = ConfigDict()  # warm start on the scripted expert's episodes (steps=0: none)
-    c.sft.steps = 80
-    c.sft.episodes = 400
-    c.sft.batch_size = 16
-    c.sft.seq_len = 256
-    c.sft.learning_rate = 3e-3
-    c.sft.compact = True  # one-line `calc 3 + 4` / `answer 7` actions
-    c.sft.expert = ConfigDict()  # more kwargs of the env's scripted_policy (e.g. arithmetic's guess_fraction)
-    c.sft.successful_only = True  # False keeps the expert's failed episodes too (a mixed expert's guesses)
+    # The SFT warm start: configs/sft.py's stage on the same env, expert, tokenizer and model (steps=0: none).
+    sft = load_config_file(os.path.join(HERE, "sft.py:arithmetic"))
+    sft.seed = c.get_ref("seed")
+    sft.workdir = c.get_ref("workdir") + "/sft"
+    sft.env, sft.expert, sft.tokenizer, sft.model, sft.mesh = c.env, c.expert, c.tokenizer, c.model, c.mesh
+    sft.steps = 80
+    sft.data.n_episodes, sft.data.batch_size, sft.data.seq_len = 400, 16, 256
+    sft.optim.learning_rate, sft.optim.warmup_steps, sft.optim.weight_decay = 3e-3, 8, 0.1
+    sft.log_every, sft.eval_every, sft.checkpoint_every = 10, 40, 80
+    c.sft = sft
 
-    c.rl = ConfigDict()  # alejax.rl.pipeline.RLConfig fields
-    c.rl.groups_per_step = 4
-    c.rl.group_size = 8
-    c.rl.minibatch_size = 16
-    c.rl.epochs = 1
-    c.rl.advantage = "grpo"
-    c.rl.filter_zero_variance_groups = True
-    c.rl.max_policy_version_gap = 0
-    c.advantage = _fields(AdvantageConfig)
-    c.loss = _fields(LossConfig, policy_loss="ppo_clip", kl_coef=0.0)
-    c.critic = _fields(CriticConfig, learning_rate=1e-3, value_clip=0.2)  # used by advantage=gae
-    c.rollout = _fields(RolloutConfig, max_turns=4, max_new_tokens_per_turn=12)
-    # IPA's chunk-initialized resampling (alejax.rl.resample.ResampleConfig fields, plus the expert that
-    # provides the replayed prefixes: the env's scripted policy with `teacher_policy` kwargs). Pair it with
-    # loss.policy_loss=ipa_chunk and rl.filter_zero_variance_groups=False (failed groups carry the IL term).
-    c.resample = _fields(ResampleConfig)
-    c.resample.enabled = False
-    c.resample.teacher_policy = ConfigDict({"compact": True})
-    c.temperature = 1.0
+    c.rl = section_of(RLConfig, groups_per_step=4, group_size=8, minibatch_size=16)
+    c.rl.loss.policy_loss, c.rl.loss.kl_coef = "ppo_clip", 0.0
+    c.critic = section_of(CriticConfig, learning_rate=1e-3, value_clip=0.2)  # used by advantage=gae
+    c.rollout = section_of(RolloutConfig, max_turns=4, max_new_tokens_per_turn=12)
+    c.sampling = section_of(SamplingConfig, temperature=1.0)
     c.max_length = 128
 
     c.optim = ConfigDict()
@@ -92,17 +76,21 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.optim.warmup_steps = 1
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 1.0
+    c.optim.schedule = "constant"
+    c.optim.microbatches = 1  # gradient accumulation: each minibatch in this many parts, one update
+    c.critic.microbatches = c.optim.get_ref("microbatches")  # the critic follows the actor
 
     c.steps = 20  # RL steps
     c.checkpoint_every = 5
     c.keep_checkpoints = 2
     c.progress_every_s = 5.0
     c.wandb_project = ""
+    sft.progress_every_s, sft.wandb_project = c.get_ref("progress_every_s"), c.get_ref("wandb_project")
 
     if preset == "keydoor":
         c.env.name, c.env.kwargs = "keydoor/corridor", ConfigDict()
         c.rollout.max_turns, c.max_length = 12, 512
-        c.sft.seq_len = 512
+        c.sft.data.seq_len = 512
     elif preset != "tiny":
         raise ValueError(f"unknown preset {preset!r} for configs/rl.py; expected tiny or keydoor")
     return c

@@ -4,16 +4,13 @@ Run:   python -m alejax.main --config=configs/rm_bt.py       # tiny preset, CPU,
 Oracle (decorrelated training data): --config.data.train_split=balanced
 """
 
-import importlib.util
 import os
 
 from ml_collections import ConfigDict
 
-_spec = importlib.util.spec_from_file_location(
-    "_rm_causal", os.path.join(os.path.dirname(__file__), "rm_causal.py")
-)
-_rm_causal = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_rm_causal)
+from alejax.config import config_module
+
+_rm_causal = config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "rm_causal.py"))
 
 
 def get_config(preset: str | None = None) -> ConfigDict:

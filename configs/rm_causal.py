@@ -14,7 +14,7 @@ from ml_collections import ConfigDict
 
 from alejax.models.config import ModelConfig
 from alejax.reward.heads import HeadConfig
-from alejax.reward.losses import LossConfig
+from alejax.reward.losses import RMLossConfig
 
 
 def get_config(preset: str | None = None, kind: str = "causal") -> ConfigDict:
@@ -38,7 +38,7 @@ def get_config(preset: str | None = None, kind: str = "causal") -> ConfigDict:
             HeadConfig(kind=kind, enc_hidden=128, d_c=16, d_n=32, dec_hidden=128, adv_hidden=64)
         )
     )
-    c.loss = ConfigDict(dataclasses.asdict(LossConfig()))  # released weights: 1 / 0.05 / 0.001 / 0.001
+    c.loss = ConfigDict(dataclasses.asdict(RMLossConfig()))  # released weights: 1 / 0.05 / 0.001 / 0.001
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
     c.data = ConfigDict()
@@ -59,6 +59,7 @@ def get_config(preset: str | None = None, kind: str = "causal") -> ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 1.0
     c.optim.schedule = "cosine"
+    c.optim.microbatches = 1  # gradient accumulation: each batch in this many parts, one update (same result)
 
     c.steps = 400
     c.log_every = 20

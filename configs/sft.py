@@ -21,11 +21,13 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.job = "sft"
     c.seed = 0
     c.workdir = f"runs/sft_{preset}"
-    c.env = "shop/single"
-    c.env_kwargs = ConfigDict({"world_seed": 0, "n_products": 500, "split": "train", "page_size": 5})
+    c.env = ConfigDict()
+    c.env.name = "shop/single"
+    c.env.kwargs = ConfigDict({"world_seed": 0, "n_products": 500, "split": "train", "page_size": 5})
+    c.env.system_prompt = SHOP_SYSTEM_PROMPT  # "env": the env's own; "": none
+    c.env.render_tools = False  # tool schemas in the system turn (the shop's actions are plain text)
     c.expert = ConfigDict({"check_details": False})  # kwargs of the env's scripted_policy
-    c.system_prompt = SHOP_SYSTEM_PROMPT  # "env": the env's own; "": none
-    c.render_tools = False  # tool schemas in the system turn (the shop's actions are plain text)
+    c.tokenizer = ConfigDict({"dir": ""})  # a Hugging Face tokenizer directory; "": a BPE on the episodes
 
     model = dataclasses.replace(get_preset("tiny"), vocab_size=2000, max_position_embeddings=1024)
     c.model = ConfigDict(dataclasses.asdict(model))
@@ -34,6 +36,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.data = ConfigDict()
     c.data.n_episodes = 2000
     c.data.first_seed = 0
+    c.data.successful_only = True  # False keeps the expert's failed episodes too (a mixed expert's guesses)
     c.data.seq_len = 1024
     c.data.batch_size = 8
     c.data.eval_fraction = 0.05
@@ -44,6 +47,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 1.0
     c.optim.schedule = "cosine"
+    c.optim.microbatches = 1  # gradient accumulation: each batch in this many parts, one update (same result)
 
     c.steps = 300
     c.log_every = 10
@@ -55,8 +59,8 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.wandb_project = ""
 
     if preset == "arithmetic":
-        c.env, c.env_kwargs, c.expert = "arithmetic/easy", ConfigDict({}), ConfigDict({"compact": True})
-        c.system_prompt, c.data.seq_len = "env", 256
+        c.env.name, c.env.kwargs, c.expert = "arithmetic/easy", ConfigDict({}), ConfigDict({"compact": True})
+        c.env.system_prompt, c.data.seq_len = "env", 256
     elif preset != "tiny":
         raise ValueError(f"unknown preset {preset!r} for configs/sft.py; expected tiny or arithmetic")
     return c

@@ -1,11 +1,11 @@
 """Learning rate x warmup on the tiny LM (configs/lm.py:tiny): 3 x 2 = 6 runs of ~1 minute each on CPU.
 
-Run:   python -m alejax.sweep --sweep=sweeps/lm_lr.py --parallel 2
-Quick: python -m alejax.sweep --sweep=sweeps/lm_lr.py --config.steps=20 --workdir=/tmp/lm_lr_quick
+Run:   python -m alejax.launch --sweep=sweeps/lm_lr.py --parallel 2
+Quick: python -m alejax.launch --sweep=sweeps/lm_lr.py --config.steps=20 --workdir=/tmp/lm_lr_quick
 Results: runs/sweeps/lm_lr/results.{csv,md,png} (eval_loss against each swept key).
 """
 
-from alejax.sweep import Sweep, product
+from alejax.launch.sweep import Sweep, product
 
 
 def get_sweep() -> Sweep:

@@ -41,7 +41,7 @@ from alejax.rl.losses import LossConfig  # noqa: E402
 from alejax.rl.objective import make_rl_loss  # noqa: E402
 from alejax.rl.pipeline import RLConfig  # noqa: E402
 from alejax.train.checkpoint import Checkpointer, abstract_like  # noqa: E402
-from alejax.train.state import init_train_state, make_optimizer, train_state_shardings  # noqa: E402
+from alejax.train.state import init_train_state, make_optimizer  # noqa: E402
 from alejax.train.step import batch_shardings, make_train_step, next_token_loss, token_logprobs  # noqa: E402
 
 # Every sharded dimension divisible by the fsdp axis (4); batch rows divisible by data x fsdp (8).
@@ -97,8 +97,7 @@ def main(argv=None) -> None:
 
     mesh = make_mesh(MESH)
     tx = make_optimizer(1e-2, warmup_steps=1, total_steps=10, schedule="constant")
-    graphdef, state = init_train_state(MODEL, tx, mesh, seed=0)
-    _, shardings = train_state_shardings(MODEL, tx, mesh)
+    graphdef, state, shardings = init_train_state(MODEL, tx, mesh, seed=0)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def feed(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -139,7 +138,7 @@ def main(argv=None) -> None:
         "advantages": np.asarray(advantages, np.float32),
         "reward": np.broadcast_to(traj["reward_row"][:, None], (ROWS, LENGTH)).astype(np.float32),
     }
-    rl_step = make_train_step(graphdef, tx, shardings, mesh, make_rl_loss(rl_config))
+    rl_step = make_train_step(graphdef, tx, shardings, mesh, make_rl_loss(rl_config.loss))
     # Here every process holds the whole batch (as the controller does) and places only its own pieces.
     state, rl_metrics = rl_step(state, global_batch_from_full(rl_arrays, batch_shardings(mesh, rl_arrays)))
     print(f"worker: + rl update {time.time() - t0:.1f}s", flush=True)

@@ -8,8 +8,8 @@ import pytest
 from alejax.agent.context import ContextConfig, ContextManager, RepeatDetector, truncate_middle
 from alejax.agent.loop import run_episode
 from alejax.agent.policy import scripted_policy
-from alejax.agent.toolcall import format_tool_call, parse_action, tool_schema
 from alejax.envs import make
+from alejax.envs.toolcall import format_tool_call, parse_action, tool_schema
 
 TOOLS = [
     tool_schema("bash", "run", {"command": {"type": "string"}}),

@@ -1,7 +1,7 @@
 """GRPO raises reward on the arithmetic env (issue #6): the rl job's pieces, end to end, on CPU.
 
-The skill GRPO has to find is a decision, not arithmetic. The policy is warm-started (the rl job's
-`sft_warm_start`) on a MIXED expert (`sft.expert.guess_fraction=0.5`, failed episodes kept): half of its episodes call `calc 3 + 4` and copy the result
+The skill GRPO has to find is a decision, not arithmetic. The policy is warm-started (the rl job's SFT
+stage) on a MIXED expert (`expert.guess_fraction=0.5`, failed episodes kept): half of its episodes call `calc 3 + 4` and copy the result
 (`answer 7`, always right), half answer at once with a guess (usually wrong). A tiny model SFT'd for a
 minute copies reliably but cannot add, so it samples both behaviours (~50% reward) and GRPO must move it to
 the calculator: the reward goes to ~0.9-0.95 and the turns per episode from ~1.5 to 2.
@@ -21,16 +21,11 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from alejax.main import load_config_file
-from alejax.rl.train import (
-    build_pipeline,
-    build_tokenizer,
-    make_meshes,
-    model_config_from,
-    sft_warm_start,
-    train_loop,
-)
+from alejax.config import load_config_file
+from alejax.jobs.rl import train_loop
+from alejax.rl.build import build_pipeline
 from alejax.train.metrics import read_metrics
+from alejax.train.sft import train_sft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_OPERAND = 6
@@ -42,10 +37,10 @@ def _config(workdir: str, seed: int, learning_rate: float) -> ConfigDict:
     c.workdir, c.seed = workdir, seed
     c.env.name = "arithmetic/calc"
     c.env.kwargs = ConfigDict({"n_ops": 1, "ops": "+", "max_operand": MAX_OPERAND})
-    c.tokenizer.vocab_size = 768
-    c.sft.steps, c.sft.learning_rate = 250, 5e-3
-    c.sft.expert.guess_fraction = 0.5  # the mixed expert: half the episodes guess instead of calling calc
-    c.sft.successful_only = False  # keep the guesses: they are what RL has to unlearn
+    c.model.vocab_size = 768
+    c.sft.steps, c.sft.optim.learning_rate = 250, 5e-3
+    c.expert.guess_fraction = 0.5  # the mixed expert: half the episodes guess instead of calling calc
+    c.sft.data.successful_only = False  # keep the guesses: they are what RL has to unlearn
     c.rl.groups_per_step, c.rl.group_size, c.rl.minibatch_size = 8, 4, 8
     c.optim.learning_rate = learning_rate
     c.steps = 24
@@ -57,16 +52,10 @@ def _config(workdir: str, seed: int, learning_rate: float) -> ConfigDict:
 def grpo_run(workdir: str, seed: int = 0, learning_rate: float = 5e-4) -> list[dict]:
     """Mixed-expert SFT, then GRPO with the rl job's pipeline and loop; the metrics of every RL step."""
     config = _config(workdir, seed, learning_rate)
-    tokenizer = build_tokenizer(config, workdir)
+    _, params, tokenizer, _ = train_sft(config.sft)
     split = [v for v in range(2, 2 * MAX_OPERAND + 1) if len(tokenizer.encode(f" {v}")) != 1]
     assert not split, f"results {split} are several tokens each: the tiny model copies them unreliably"
-    mesh = make_meshes(config)["actor_train"]
-    params = sft_warm_start(config, tokenizer, model_config_from(config, tokenizer), mesh)
-    pipeline, pool = build_pipeline(config, tokenizer, params=params)
-    try:
-        train_loop(pipeline, config, workdir)
-    finally:
-        pool.close()
+    train_loop(build_pipeline(config, tokenizer, params=params), config, workdir)
     return read_metrics(os.path.join(workdir, "metrics.jsonl"))
 
 

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint import/export against transformers' own Llama / Qwen2 (tiny, random, CPU)."""
+"""Hugging Face checkpoint import/export against transformers' own Llama / Qwen2 / Qwen3 (tiny, random, CPU)."""
 
 import json
 import os
@@ -14,8 +14,10 @@ transformers = pytest.importorskip("transformers", reason="HF parity tests need 
 
 from alejax.models import (  # noqa: E402
     ModelConfig,
+    RopeScaling,
     create_model,
     hf,  # noqa: E402
+    init_cache,
     model_shardings,
 )
 from alejax.parallel import make_mesh  # noqa: E402
@@ -36,12 +38,16 @@ BASE = dict(
 CONFIGS = {
     "llama": lambda: transformers.LlamaConfig(**BASE, rope_theta=10_000.0, tie_word_embeddings=False),
     "qwen2": lambda: transformers.Qwen2Config(**BASE, rope_theta=1_000_000.0, tie_word_embeddings=True),
+    # head_dim 24, not hidden_size / heads = 16: Qwen3 states it explicitly (and q/k norms are over it)
+    "qwen3": lambda: transformers.Qwen3Config(
+        **BASE, head_dim=24, rope_theta=1_000_000.0, tie_word_embeddings=False
+    ),
 }
 
 
-def hf_model(arch, seed=0):
+def hf_model(arch, seed=0, config=None):
     torch.manual_seed(seed)
-    config = CONFIGS[arch]()
+    config = CONFIGS[arch]() if config is None else config
     config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
     with torch.no_grad():  # random nonzero norms and biases, so their mapping is tested too
@@ -107,15 +113,16 @@ def checkpoints(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", list(CONFIGS))
 @pytest.mark.parametrize("layout", ["single", "sharded"])
 def test_logits_match_transformers(checkpoints, arch, layout):
     model, single, sharded = checkpoints[arch]
     ours_model = hf.from_pretrained(single if layout == "single" else sharded)
     c = ours_model.config
     assert c.arch == arch and c.n_kv_heads == 2 and c.qkv_bias == (arch == "qwen2")
-    assert c.tie_embeddings == (arch == "qwen2") and hasattr(ours_model, "lm_head") == (arch == "llama")
-    assert c.rope_theta == (1e6 if arch == "qwen2" else 1e4)
+    assert c.tie_embeddings == (arch == "qwen2") and hasattr(ours_model, "lm_head") == (arch != "qwen2")
+    assert c.rope_theta == (1e4 if arch == "llama" else 1e6) and c.rope_scaling.type == "default"
+    assert c.qk_norm == (arch == "qwen3") and c.head_dim == (24 if arch == "qwen3" else 16)
     t = tokens()
     want = hf_logits(model, t)
     err = max_err(ours(ours_model, t), want)
@@ -123,7 +130,7 @@ def test_logits_match_transformers(checkpoints, arch, layout):
     assert err < TOL, f"{arch} {layout}: max abs logit error {err:.3e} >= {TOL}"
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", list(CONFIGS))
 def test_sharded_load_on_mesh(checkpoints, arch):
     model, _, sharded = checkpoints[arch]
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -141,7 +148,11 @@ def test_sharded_load_on_mesh(checkpoints, arch):
         want = want_state[path].get_value()
         assert got.spec == want.spec and got.mesh == want.mesh, (path, got.spec, want.spec)
     q = ours_model.layers[0].attn.q.get_value()
-    assert q.addressable_shards[0].data.shape == (32, 2, 16)  # really split over fsdp and tensor
+    assert q.addressable_shards[0].data.shape == (
+        32,
+        2,
+        ours_model.config.head_dim,
+    )  # split over fsdp, tensor
     t = tokens(1)
     err = max_err(ours(ours_model, t, mesh=mesh), hf_logits(model, t))
     print(f"{arch} on mesh: max |logit err| = {err:.2e}")
@@ -160,6 +171,106 @@ def test_padding_matches_transformers(checkpoints):
     err = max_err(got[mask == 1], want[mask == 1])
     print(f"padded batch: max |logit err| = {err:.2e}")
     assert err < TOL, f"padded batch: max abs logit error on non-pad positions {err:.3e}"
+
+
+# RoPE scaling as released checkpoints state it. The pretraining length is 64 (for dynamic, which has no
+# other, max_position_embeddings) and the tests run 160 positions, most of them beyond it.
+ROPE_SCALINGS = {
+    "linear": dict(rope_type="linear", factor=4.0),
+    "dynamic": dict(rope_type="dynamic", factor=4.0),
+    "llama3": dict(
+        rope_type="llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=64,
+    ),
+    "yarn": dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64),
+    # DeepSeek-style attention factor (a ratio of two mscales), a narrower ramp, not rounded to whole dims
+    "yarn_mscale": dict(
+        rope_type="yarn",
+        factor=4.0,
+        original_max_position_embeddings=64,
+        beta_fast=16.0,
+        mscale=1.0,
+        mscale_all_dim=0.5,
+        truncate=False,
+    ),
+}
+LONG = 160
+
+
+def scaled_config(arch, rope):
+    make = {"llama": transformers.LlamaConfig, "qwen3": transformers.Qwen3Config}[arch]
+    head_dim = dict(head_dim=24) if arch == "qwen3" else {}
+    return make(
+        **BASE,
+        **head_dim,
+        max_position_embeddings=64 if rope == "dynamic" else 256,
+        rope_parameters={**ROPE_SCALINGS[rope], "rope_theta": 10_000.0},
+    )
+
+
+@pytest.mark.parametrize(
+    "arch, rope", [("llama", rope) for rope in ROPE_SCALINGS] + [("qwen3", "yarn"), ("qwen3", "dynamic")]
+)
+def test_rope_scaling_matches_transformers(tmp_path, arch, rope):
+    model = hf_model(arch, config=scaled_config(arch, rope))
+    model.save_pretrained(tmp_path / "hf")
+    ours_model = hf.from_pretrained(tmp_path / "hf")
+    assert ours_model.config.rope_scaling.type == ROPE_SCALINGS[rope]["rope_type"]
+    t = tokens(5, shape=(2, LONG))
+    want = hf_logits(model, t)
+    err = max_err(ours(ours_model, t), want)
+    # The same weights without the scaling: how far off a loader that ignored it would be.
+    unscaled = max_err(ours(hf.from_pretrained(tmp_path / "hf", rope_scaling=RopeScaling()), t), want)
+    print(f"{arch} {rope} at {LONG} positions: max |logit err| = {err:.2e} (unscaled RoPE: {unscaled:.2e})")
+    assert err < TOL, f"{arch} {rope}: max abs logit error {err:.3e} >= {TOL}"
+    assert unscaled > 100 * TOL, f"{arch} {rope}: scaling changes logits by only {unscaled:.3e}"
+
+    # Export: transformers reads the scaling back from our config.json and computes the same logits.
+    hf.save_pretrained(ours_model, tmp_path / "export")
+    theirs = (
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export", attn_implementation="eager")
+        .float()
+        .eval()
+    )
+    original = model.config.rope_parameters
+    assert {k: theirs.config.rope_parameters.get(k) for k in original} == original
+    export_err = max_err(hf_logits(theirs, t), want)
+    print(f"{arch} {rope} exported, reloaded by transformers: max |logit err| = {export_err:.2e}")
+    assert export_err < TOL, f"{arch} {rope} export: max abs logit error {export_err:.3e}"
+    assert hf.from_pretrained(tmp_path / "export").config == ours_model.config
+
+
+def test_dynamic_rope_with_a_cache_matches_transformers_decoding(tmp_path):
+    """Dynamic NTK rotates each new chunk by the frequencies of the length reached so far, as transformers'
+    cached decoding does; cached keys keep theirs, so beyond max_position_embeddings cached decoding and
+    the full forward differ (in both libraries)."""
+    model = hf_model("llama", config=scaled_config("llama", "dynamic"))
+    model.save_pretrained(tmp_path)
+    ours_model = hf.from_pretrained(tmp_path)
+    t = tokens(6, shape=(1, 80))
+    prompt = 70  # beyond the 64 positions: the prefill itself is scaled
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(t[:, :prompt]), use_cache=True)
+        want, past = [out.logits.numpy()], out.past_key_values
+        for i in range(prompt, t.shape[1]):
+            out = model(input_ids=torch.tensor(t[:, i : i + 1]), past_key_values=past, use_cache=True)
+            want.append(out.logits.numpy())
+            past = out.past_key_values
+    step = nnx.jit(lambda model, chunk, positions, cache: model(chunk, positions=positions, cache=cache))
+    cache = init_cache(ours_model.config, batch_size=1, max_length=96)
+    logits, cache = step(ours_model, jnp.asarray(t[:, :prompt]), jnp.arange(prompt)[None], cache)
+    got = [np.asarray(logits)]
+    for i in range(prompt, t.shape[1]):
+        logits, cache = step(ours_model, jnp.asarray(t[:, i : i + 1]), jnp.asarray([[i]]), cache)
+        got.append(np.asarray(logits))
+    err = max(max_err(a, b) for a, b in zip(got, want))
+    print(f"dynamic RoPE, prefill {prompt} + {t.shape[1] - prompt} cached steps: max |logit err| = {err:.2e}")
+    assert err < TOL, f"dynamic RoPE with a cache: max abs logit error {err:.3e}"
+    full = ours(ours_model, t)
+    assert max_err(full[:, -1], got[-1][:, 0]) > 100 * TOL  # the full forward rotates all by length 80
 
 
 def _randomize(model, seed=0):
@@ -204,6 +315,22 @@ EXPORT_CONFIGS = {
         qkv_bias=True,
         tie_embeddings=True,
         arch="qwen2",
+    ),
+    # Qwen3 with attention_bias (its o_proj bias is written as zeros) and YaRN, as Qwen3 extends context.
+    "qwen3_bias_yarn": ModelConfig(
+        vocab_size=256,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=24,
+        mlp_dim=96,
+        rope_theta=1e6,
+        rope_scaling=RopeScaling("yarn", factor=4.0, original_max_position_embeddings=32),
+        qkv_bias=True,
+        qk_norm=True,
+        arch="qwen3",
+        max_position_embeddings=128,
     ),
 }
 
@@ -329,10 +456,19 @@ def test_errors(tmp_path, checkpoints):
     base = json.loads((single / "config.json").read_text())
     with pytest.raises(ValueError, match="model_type='gpt2'"):
         hf.config_from_hf({**base, "model_type": "gpt2"})
-    with pytest.raises(ValueError, match="rope_scaling.*llama3"):
+    with pytest.raises(ValueError, match=r"rope_scaling: rope_type='llama3' needs \['low_freq_factor'"):
         hf.config_from_hf({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
-    with pytest.raises(ValueError, match="rope_parameters.*yarn"):
+    with pytest.raises(ValueError, match=r"rope_parameters: rope_type='yarn' needs \['factor'\]"):
         hf.config_from_hf({**base, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}})
+    with pytest.raises(ValueError, match="rope_type='longrope' is not supported"):
+        hf.config_from_hf({**base, "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}})
+    with pytest.raises(ValueError, match="partial_rotary_factor=0.5"):
+        hf.config_from_hf({**base, "partial_rotary_factor": 0.5})
+    with pytest.raises(ValueError, match="only qwen3 has q/k norms"):
+        hf.config_to_hf(ModelConfig(qk_norm=True))  # llama would drop them silently
+    with pytest.raises(ValueError, match="only qwen3 has q/k norms"):
+        hf.save_pretrained(create_model(ModelConfig(arch="qwen3")), tmp_path / "no_norms")
+    assert not (tmp_path / "no_norms").exists()  # refused before writing anything
     with pytest.raises(ValueError, match="hidden_act='gelu'"):
         hf.config_from_hf({**base, "hidden_act": "gelu"})
     with pytest.raises(ValueError, match="use_sliding_window"):
@@ -381,6 +517,42 @@ def test_config_from_hf_variants():
         "full",
     )
     assert hf.config_from_hf({**legacy, "torch_dtype": None}).param_dtype == "float32"
+
+    # Llama-3.2-1B's config.json (rejected before RoPE scaling was read).
+    llama32 = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+    }
+    c = hf.config_from_hf(llama32)
+    assert (c.rope_theta, c.rope_scaling) == (5e5, RopeScaling("llama3", 32.0, 8192, 1.0, 4.0))
+    assert (c.head_dim, c.n_kv_heads, c.tie_embeddings, c.max_position_embeddings) == (64, 8, True, 131072)
+    # 4.x spelling ("type"), yarn's factor left to the context ratio, a top-level pretraining length (Phi-3)
+    yarn = {**legacy, "max_position_embeddings": 4096, "rope_scaling": {"type": "yarn", "factor": None}}
+    assert hf.config_from_hf(yarn).rope_scaling == RopeScaling("yarn", 1.0, 4096)
+    yarn["original_max_position_embeddings"] = 1024
+    assert hf.config_from_hf(yarn).rope_scaling == RopeScaling("yarn", 4.0, 1024)
+    qwen3 = {**legacy, "model_type": "qwen3", "attention_bias": True}
+    c = hf.config_from_hf(qwen3)
+    assert (c.head_dim, c.qk_norm, c.qkv_bias, c.arch) == (128, True, True, "qwen3")  # Qwen3Config's default
     # export -> import is the identity on configs
     for config in EXPORT_CONFIGS.values():
         assert hf.config_from_hf(hf.config_to_hf(config)) == config

@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
-from alejax.envs.base import ThreadEnvPool, make
+from alejax.data.episodes import episode_tokens
+from alejax.envs import ThreadEnvPool, make
 from alejax.models import ModelConfig, create_model
-from alejax.parallel import make_mesh
 from alejax.rl.losses import LossConfig, imitation_loss
 from alejax.rl.objective import make_rl_loss
 from alejax.rl.pipeline import RLConfig
@@ -19,18 +20,16 @@ from alejax.rl.resample import (
     env_teacher,
     spread_anchors,
 )
-from alejax.rollout.sampler import Sampler, SamplingConfig
-from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
+from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, build_rollout
 from alejax.rollout.trajectory import Trajectory, collate
-from alejax.train.sft import episode_tokens
 
 ENV_KW = {"n_rooms": 5}
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    from alejax.data.episodes import expert_episodes
     from alejax.data.tokenizer import train_bpe
-    from alejax.train.sft import expert_episodes
 
     chats = expert_episodes(
         "keydoor/corridor", range(100), env_kwargs=ENV_KW, policy_kwargs={"compact": True}
@@ -49,13 +48,17 @@ def _scheduler(tokenizer, slots=4, max_length=512):
         head_dim=16,
         mlp_dim=64,
     )
-    sampler = Sampler(
-        create_model(cfg, seed=0), slots, max_length, SamplingConfig(1.0), stop_ids=[tokenizer.eos_id]
-    )
     pool = ThreadEnvPool(lambda: make("keydoor/corridor", **ENV_KW), 4)
-    env = make("keydoor/corridor", **ENV_KW)
-    rollout = RolloutConfig(max_turns=12, max_new_tokens_per_turn=4)
-    return RolloutScheduler(sampler, tokenizer, pool, system_prompt=env.system_prompt, config=rollout), pool
+    scheduler = build_rollout(
+        create_model(cfg, seed=0),
+        tokenizer,
+        pool,
+        batch_size=slots,
+        max_length=max_length,
+        rollout=RolloutConfig(max_turns=12, max_new_tokens_per_turn=4),
+        system_prompt=make("keydoor/corridor", **ENV_KW).system_prompt,
+    )
+    return scheduler, pool
 
 
 def test_request_prefix_must_be_action_strings():
@@ -259,8 +262,8 @@ def test_rl_loss_is_lambda_rl_policy_plus_lambda_il_imitation():
     }
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     loss_cfg = LossConfig(policy_loss="ipa_chunk")
-    rl_only = make_rl_loss(RLConfig(loss=loss_cfg))
-    both = make_rl_loss(RLConfig(loss=loss_cfg, resample=ResampleConfig(lambda_rl=0.7, lambda_il=0.3)))
+    rl_only = make_rl_loss(loss_cfg)
+    both = make_rl_loss(loss_cfg, ResampleConfig(enabled=True, lambda_rl=0.7, lambda_il=0.3))
     from flax import nnx
 
     from alejax.train.step import token_logprobs
@@ -281,40 +284,18 @@ def test_rl_loss_is_lambda_rl_policy_plus_lambda_il_imitation():
 
 
 def _keydoor_pipeline(tokenizer, rl, seed=0, lr=3e-3, turn_tokens=3):
-    from alejax.rl.pipeline import RLPipeline
-    from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
+    from test_rl_pipeline import pipeline_config
 
-    cfg = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        d_model=32,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=8,
-        mlp_dim=64,
+    from alejax.rl.build import build_pipeline
+
+    rollout = RolloutConfig(max_turns=10, max_new_tokens_per_turn=turn_tokens)
+    c = pipeline_config(
+        tokenizer, rl, env="keydoor/corridor", lr=lr, seed=seed, rollout=rollout, max_length=512
     )
-    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
-    tx = make_optimizer(lr, warmup_steps=1, total_steps=100, schedule="constant")
-    graphdef, state = init_train_state(cfg, tx, mesh, seed=seed)
-    _, shardings = train_state_shardings(cfg, tx, mesh)
-    pool = ThreadEnvPool(lambda: make("keydoor/corridor", **ENV_KW), 8)
-    teacher = env_teacher("keydoor/corridor", env_kwargs=ENV_KW, policy_kwargs={"compact": True})
-    pipeline = RLPipeline.build(
-        rl,
-        graphdef,
-        state,
-        shardings,
-        tx,
-        mesh,
-        tokenizer,
-        pool,
-        system_prompt=make("keydoor/corridor", **ENV_KW).system_prompt,
-        rollout=RolloutConfig(max_turns=10, max_new_tokens_per_turn=turn_tokens),
-        max_length=512,
-        seed=seed,
-        teacher=teacher,
-    )
-    return pipeline, pool
+    c.env.kwargs = ConfigDict(ENV_KW)
+    c.expert = ConfigDict({"compact": True})  # the teacher whose prefixes resampling replays
+    pipeline = build_pipeline(c, tokenizer)
+    return pipeline, pipeline.env_pool
 
 
 def test_pipeline_step_with_resampling_trains_only_on_resampled_chunks(tokenizer):
@@ -325,7 +306,7 @@ def test_pipeline_step_with_resampling_trains_only_on_resampled_chunks(tokenizer
         advantage="chunk_discounted",
         loss=LossConfig(policy_loss="ipa_chunk"),
         filter_zero_variance_groups=False,
-        resample=ResampleConfig(anchors_per_task=4),
+        resample=ResampleConfig(enabled=True, anchors_per_task=4),
     )
     pipeline, pool = _keydoor_pipeline(tokenizer, rl)
     requests = pipeline.resampler.requests([0, 1], 4)
@@ -350,7 +331,7 @@ def test_ipa_resampling_raises_success_on_keydoor(tokenizer):
         advantage="chunk_discounted",
         loss=LossConfig(policy_loss="ipa_chunk"),
         filter_zero_variance_groups=False,
-        resample=ResampleConfig(anchors_per_task=2, lambda_il=1.0),
+        resample=ResampleConfig(enabled=True, anchors_per_task=2, lambda_il=1.0),
     )
     pipeline, pool = _keydoor_pipeline(tokenizer, rl, lr=3e-2, turn_tokens=2)
     history = [pipeline.step([0, 1]) for _ in range(12)]

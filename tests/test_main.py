@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from alejax.main import check_override_keys, load_config_file, run_job
+from alejax.config import check_override_keys, load_config_file
+from alejax.main import run_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,6 @@
-"""The one model graph: masks, packing, padding, the KV cache path, dtypes and logical names."""
+"""The one model graph: masks, packing, padding, the KV cache path, RoPE scaling, dtypes and logical names."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +8,22 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alejax.models import ModelConfig, create_model, get_preset, init_cache
+from alejax.models import ModelConfig, RopeScaling, create_model, get_preset, init_cache
 from alejax.parallel.rules import LOGICAL_AXIS_RULES
 
 CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
+# Scaled RoPE whose pretraining length (8) the tests' 12 positions outgrow; q/k norms ride along. Weights
+# of std 0.1 make attention depend on position (at 0.02 the scores are nearly flat and RoPE barely shows).
+SHARP = CFG.replace(init_std=0.1)
+SCALED = {
+    "llama3": SHARP.replace(
+        rope_scaling=RopeScaling("llama3", factor=4.0, original_max_position_embeddings=8)
+    ),
+    "yarn": SHARP.replace(
+        rope_scaling=RopeScaling("yarn", factor=4.0, original_max_position_embeddings=8), qk_norm=True
+    ),
+    "dynamic": SHARP.replace(rope_scaling=RopeScaling("dynamic", factor=4.0), max_position_embeddings=4),
+}
 
 
 def _tokens(shape, seed=0, vocab=97):
@@ -47,12 +61,12 @@ def test_right_padding_does_not_change_real_tokens(model):
     np.testing.assert_allclose(model(padded, segment_ids=segment_ids)[:, :6], model(tokens), atol=1e-5)
 
 
-def test_prefill_then_decode_matches_full_forward(model):
+def _check_prefill_then_decode(model, config):
     """Rows of different prompt lengths share one cache; each decode step writes at its own position."""
     full = _tokens((2, 12), 4)
     reference = model(full)
     prompt_lens = np.array([5, 8])
-    cache = init_cache(CFG, batch_size=2, max_length=16)
+    cache = init_cache(config, batch_size=2, max_length=16)
     # Right-padded prefill: row 0 has 5 real tokens, row 1 has 8.
     prompt = full[:, :8]
     positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
@@ -67,6 +81,39 @@ def test_prefill_then_decode_matches_full_forward(model):
         expected = jnp.take_along_axis(reference, pos[:, None, None], axis=1)
         np.testing.assert_allclose(logits, expected, atol=1e-5)
         pos = pos + 1
+
+
+def test_prefill_then_decode_matches_full_forward(model):
+    _check_prefill_then_decode(model, CFG)
+
+
+@pytest.mark.parametrize("name", ["llama3", "yarn"])
+def test_scaled_rope_prefill_then_decode_matches_full_forward(name):
+    """Static scalings rotate a position the same way whatever the length: the cache path stays exact,
+    up to position 11 of a pretraining length of 8."""
+    config = SCALED[name]
+    model = create_model(config, seed=1)
+    _check_prefill_then_decode(model, config)
+    unscaled = create_model(SHARP.replace(qk_norm=config.qk_norm), seed=1)
+    tokens = _tokens((1, 12), 4)
+    assert float(jnp.abs(model(tokens) - unscaled(tokens)).max()) > 0.05  # the scaling is in the graph
+
+
+def test_dynamic_rope_reads_each_documents_length():
+    """Dynamic NTK scales by the sequence's own length: of each packed document, and never of padding."""
+    model = create_model(SCALED["dynamic"], seed=1)
+    a, b = _tokens((1, 5), 1), _tokens((1, 7), 2)  # both beyond max_position_embeddings=4, differently
+    packed = jnp.concatenate([a, b], axis=1)
+    segment_ids = jnp.array([[1] * 5 + [2] * 7])
+    positions = jnp.array([list(range(5)) + list(range(7))])
+    logits = model(packed, positions, segment_ids)
+    np.testing.assert_allclose(logits[:, :5], model(a), atol=1e-5)
+    np.testing.assert_allclose(logits[:, 5:], model(b), atol=1e-5)
+    padded = jnp.concatenate([a, jnp.zeros((1, 6), jnp.int32)], axis=1)
+    padded_logits = model(padded, segment_ids=jnp.array([[1] * 5 + [0] * 6]))
+    np.testing.assert_allclose(padded_logits[:, :5], model(a), atol=1e-5)
+    # A longer sequence changes every position's rotation (unlike the static scalings).
+    assert float(jnp.abs(model(packed)[:, :5] - model(a)).max()) > 1e-3  # 100x the tolerance above
 
 
 def test_decode_under_jit_with_donated_cache(model):
@@ -90,6 +137,7 @@ def test_decode_under_jit_with_donated_cache(model):
         dict(tie_embeddings=True),
         dict(dtype="bfloat16", param_dtype="bfloat16"),
         dict(remat="full"),
+        dict(qk_norm=True),
     ],
 )
 def test_variants_run_and_stay_close_to_f32(changes):
@@ -102,6 +150,8 @@ def test_variants_run_and_stay_close_to_f32(changes):
         assert model.layers[0].attn.q_bias[...].shape == (CFG.n_heads, CFG.head_dim)
     if "tie_embeddings" in changes:
         assert not hasattr(model, "lm_head")
+    if "qk_norm" in changes:
+        assert model.layers[0].attn.k_norm.scale[...].shape == (CFG.head_dim,)
     if "dtype" in changes:
         # The f32 model's weights rounded to bf16, computed in bf16: within bf16 noise of the f32 model.
         f32 = create_model(cfg.replace(dtype="float32", param_dtype="float32"), seed=1)
@@ -123,22 +173,21 @@ def test_remat_gives_same_gradients():
 
 
 def test_every_parameter_has_logical_names_in_the_rule_table():
-    model = create_model(CFG.replace(qkv_bias=True))
+    model = create_model(CFG.replace(qkv_bias=True, qk_norm=True))
     known = {name for name, _ in LOGICAL_AXIS_RULES}
     params = nnx.state(model, nnx.Param)
     leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    assert len(leaves) == 3 + CFG.n_layers * 12  # embedding, final norm, lm_head + per layer
+    assert len(leaves) == 3 + CFG.n_layers * 14  # embedding, final norm, lm_head + per layer
     for var in leaves:
         names = var.get_metadata()["out_sharding"]
         assert len(names) == var[...].ndim and set(names) <= known, names
 
 
 def test_param_count_matches_config_formula():
-    for name in ("tiny", "25m", "100m"):
-        cfg = get_preset(name)
+    for cfg in [get_preset(name) for name in ("tiny", "25m", "100m")] + [CFG.replace(qk_norm=True)]:
         abstract = nnx.eval_shape(lambda cfg=cfg: create_model(cfg))
         counted = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-        assert counted == cfg.num_params(), name
+        assert counted == cfg.num_params(), cfg
 
 
 def test_config_rejects_bad_values():
@@ -148,3 +197,14 @@ def test_config_rejects_bad_values():
         CFG.replace(remat="sometimes")
     with pytest.raises(KeyError, match="unknown model preset"):
         get_preset("giant")
+    with pytest.raises(ValueError, match="rope_scaling.type='longrope'"):
+        RopeScaling("longrope")
+    with pytest.raises(ValueError, match="needs original_max_position_embeddings"):
+        RopeScaling("yarn", factor=4.0)
+
+
+def test_config_survives_a_config_file_round_trip():
+    """configs/ hold ModelConfig as a dict (dataclasses.asdict); the nested RoPE scaling comes back."""
+    config = SCALED["yarn"]
+    again = ModelConfig(**dataclasses.asdict(config))
+    assert again == config and isinstance(again.rope_scaling, RopeScaling) and hash(again) == hash(config)

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from alejax.main import load_config_file, run_job
+from alejax.config import load_config_file
+from alejax.main import run_job
 from alejax.rl.pipeline import RLPipeline
 from alejax.train.metrics import read_metrics
 

@@ -13,10 +13,11 @@ from flax import nnx
 
 from alejax.models import ModelConfig
 from alejax.parallel import make_mesh
-from alejax.reward import INDEPENDENCE, HeadConfig, LossConfig, RewardHead, gradient_reversal, grl_lambda
+from alejax.reward import INDEPENDENCE, HeadConfig, RewardHead, RMLossConfig, gradient_reversal, grl_lambda
 from alejax.reward.losses import head_pair_loss, loss_weights
 from alejax.reward.model import RewardModel, pair_loss, score
-from alejax.reward.train import init_rm_state, make_rm_optimizer, make_rm_train_step
+from alejax.reward.training import make_rm_optimizer, make_rm_train_step
+from alejax.train.state import create_train_state
 
 SMALL = dict(enc_hidden=32, d_c=8, d_n=16, dec_hidden=32, adv_hidden=16)
 
@@ -67,7 +68,9 @@ def test_eval_is_deterministic_and_uses_the_mean(kind):
 
 
 def test_total_loss_is_the_weighted_sum_of_logged_parts():
-    config = LossConfig(attr_sup=0.7, attr_adv=0.3, indep="hsic", indep_weight=2.0, beta_c=0.01, beta_n=0.02)
+    config = RMLossConfig(
+        attr_sup=0.7, attr_adv=0.3, indep="hsic", indep_weight=2.0, beta_c=0.01, beta_n=0.02
+    )
     for objective in ("grl_bt", "confusion"):
         head = RewardHead(12, HeadConfig(n_attrs=2, adv_objective=objective, **SMALL), rngs=nnx.Rngs(1))
         total, metrics = head_pair_loss(head, _pairs(), config, lam=1.0, key=jax.random.key(2))
@@ -86,7 +89,7 @@ def _encoder_grads(head, config, pairs):
 
 def test_lambda_adv_zero_leaves_the_encoder_gradient_untouched_by_the_adversary():
     pairs = _pairs()
-    config = LossConfig(adv=0.0)
+    config = RMLossConfig(adv=0.0)
     head = RewardHead(12, HeadConfig(adversary="mlp", **SMALL), rngs=nnx.Rngs(3))
     g0 = _encoder_grads(head, config, pairs)
     # Scramble the adversary: with lambda_adv = 0 nothing upstream of it may change.
@@ -98,7 +101,7 @@ def test_lambda_adv_zero_leaves_the_encoder_gradient_untouched_by_the_adversary(
         np.testing.assert_allclose(getattr(g0, name).kernel[...], getattr(g1, name).kernel[...], rtol=1e-6)
     assert float(jnp.abs(g1.adversary.out.kernel[...]).max()) == 0.0
     # With lambda_adv > 0 the adversary does reach the encoder (so the check above can fail).
-    g2 = _encoder_grads(head, LossConfig(adv=0.5), pairs)
+    g2 = _encoder_grads(head, RMLossConfig(adv=0.5), pairs)
     assert not np.allclose(g2.mu_n.kernel[...], g1.mu_n.kernel[...])
 
 
@@ -145,7 +148,7 @@ def test_pair_penalty_is_not_dodged_by_prompt_offsets():
 
 CFG = ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=8, n_kv_heads=8, head_dim=8, mlp_dim=128)
 HEAD = HeadConfig(enc_hidden=64, d_c=8, d_n=16, dec_hidden=64, adv_hidden=16, n_attrs=3)
-LOSS = LossConfig(attr_sup=1.0, attr_adv=0.5, indep="mmd_conditional", indep_weight=1.0)
+LOSS = RMLossConfig(attr_sup=1.0, attr_adv=0.5, indep="mmd_conditional", indep_weight=1.0)
 
 
 def _token_batch():
@@ -166,7 +169,9 @@ def test_sharded_rm_loss_and_grads_equal_single_device():
 
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     tx = optax.sgd(0.0)
-    graphdef, state, shardings = init_rm_state(lambda r: RewardModel(CFG, HEAD, rngs=r), tx, mesh, seed=4)
+    graphdef, state, shardings = create_train_state(
+        lambda r: RewardModel(CFG, HEAD, rngs=r), tx, mesh, seed=4
+    )
     # The heads' weights are split over the mesh like the backbone's.
     assert any(
         len(v.sharding.spec) and v.sharding.spec[0] is not None for v in jax.tree.leaves(state.params.head)
@@ -202,7 +207,7 @@ def test_rm_step_uses_separate_optimizer_groups_and_logs_both_grad_norms():
         )
     )
     tx = make_rm_optimizer(optim, 10)
-    graphdef, state, shardings = init_rm_state(lambda r: RewardModel(CFG, HEAD, rngs=r), tx, mesh)
+    graphdef, state, shardings = create_train_state(lambda r: RewardModel(CFG, HEAD, rngs=r), tx, mesh)
     before = jax.device_get(state.params)
     step = make_rm_train_step(graphdef, tx, shardings, mesh, LOSS, 10)
     for _ in range(2):
@@ -220,8 +225,8 @@ def test_rm_step_uses_separate_optimizer_groups_and_logs_both_grad_norms():
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_rm_job_trains_logs_every_part_checkpoints_and_resumes(tmp_path):
-    from alejax.main import load_config_file
-    from alejax.reward.train import run
+    from alejax.config import load_config_file
+    from alejax.jobs.rm import run
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = load_config_file(os.path.join(root, "configs", "rm_causal.py"))

@@ -74,21 +74,14 @@ def test_critic_from_rm_bad_sources_raise_clear_errors():
 
 
 def test_critic_from_rm_checkpoint_directory(tmp_path):
-    from alejax.main import load_config_file
-    from alejax.parallel import make_mesh
-    from alejax.reward.train import init_rm_state, make_rm_optimizer
+    from alejax.config import load_config_file
+    from alejax.reward.training import init_rm_from_config
     from alejax.train.checkpoint import Checkpointer
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = load_config_file(os.path.join(root, "configs", "rm_causal.py"))
     # A checkpoint as the rm job writes it (its TrainState, its optimizer tree), with moved parameters.
-    model_config = ModelConfig(**{**config.model.to_dict(), "vocab_size": toy.VOCAB_SIZE})
-    head_config = HeadConfig(**config.head.to_dict())
-    mesh = make_mesh(config.mesh.to_dict())
-    tx = make_rm_optimizer(config.optim, config.steps)
-    _, state, _ = init_rm_state(
-        lambda r: RewardModel(model_config, head_config, pad_id=toy.PAD, rngs=r), tx, mesh, config.seed
-    )
+    _, state, *_ = init_rm_from_config(config)
     state = state.replace(params=jax.tree.map(lambda x: x + 0.01, state.params))
     checkpointer = Checkpointer(str(tmp_path), async_save=False)
     checkpointer.save(3, state, extra={})

@@ -458,10 +458,18 @@ def np_ipa(inputs, gamma, cap, failure_reward=None):
     return loss, grad, dropped
 
 
+def with_chunk_returns(inputs: LossInputs, gamma: float, failure_reward: float | None) -> LossInputs:
+    """The advantages the pipeline hands ipa_chunk: the registry's chunk_discounted returns (Eq. 7)."""
+    batch = {"reward": inputs.reward, "chunk_id": inputs.chunk_id, "loss_mask": inputs.loss_mask}
+    config = AdvantageConfig(chunk_gamma=gamma, failure_reward=failure_reward)
+    returns, _ = get_advantage("chunk_discounted")(batch, config)
+    return inputs._replace(advantages=np.asarray(returns, np.float32))
+
+
 @pytest.mark.parametrize("failure_reward", [None, -1.0])
 def test_ipa_chunk_matches_spec(failure_reward):
-    inputs = random_loss_inputs(13, spread=0.5)
-    config = LossConfig(ipa_gamma=0.9, ipa_mismatch_cap=1.3, ipa_failure_reward=failure_reward)
+    inputs = with_chunk_returns(random_loss_inputs(13, spread=0.5), 0.9, failure_reward)
+    config = LossConfig(ipa_mismatch_cap=1.3)
     loss, metrics, grad = loss_and_grad("ipa_chunk", config, inputs)
     exp_loss, exp_grad, dropped = np_ipa(inputs, 0.9, 1.3, failure_reward)
     mask = inputs.loss_mask
@@ -483,9 +491,8 @@ def test_ipa_success_is_weighted_sft_and_failure_is_weighted_by_clipped_chunk_ra
     log_ratio = np.array([[0, 0.7, 0.9, 0, -0.6, -0.2, -0.4], [0, 0.7, 0.9, 0, -0.6, -0.2, -0.4]], np.float32)
     reward = np.array([1.0, 0.0], np.float32)
     inputs = LossInputs(old + log_ratio, old, old, np.zeros_like(old), mask, chunk, reward)
-    config = LossConfig(
-        ipa_gamma=0.5, ipa_mismatch_cap=5.0, ipa_failure_reward=-1.0, aggregation="seq_mean_token_sum"
-    )
+    inputs = with_chunk_returns(inputs, 0.5, -1.0)
+    config = LossConfig(ipa_mismatch_cap=5.0, aggregation="seq_mean_token_sum")
     _, _, grad = loss_and_grad("ipa_chunk", config, inputs)
     n_rows = 2
     # Success: exactly −G_k per token (no ratio anywhere), G_1 = 0.5·1, G_2 = 1.
@@ -502,7 +509,7 @@ def test_ipa_success_is_weighted_sft_and_failure_is_weighted_by_clipped_chunk_ra
 
 def test_ipa_with_given_advantages_uses_them_as_returns():
     inputs = random_loss_inputs(14)
-    config = LossConfig(ipa_returns="advantages", ipa_mismatch_cap=1e9)
+    config = LossConfig(ipa_mismatch_cap=1e9)
     loss, _ = jit_loss("ipa_chunk", config)(inputs)
     mask = inputs.loss_mask
     expected = np.zeros((B, T))

@@ -1,19 +1,25 @@
 """The single-controller RL step: phases, weight sync, μ vs π_old, dynamic sampling, and GRPO learning."""
 
+import dataclasses
+import os
+
 import jax
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
+from alejax.config import load_config_file, section_of
 from alejax.data.synthetic import generate_corpus
 from alejax.data.tokenizer import train_bpe
-from alejax.envs.base import ThreadEnvPool
-from alejax.models import ModelConfig
-from alejax.parallel import make_mesh, place_roles
+from alejax.envs.base import register
+from alejax.rl.build import build_pipeline
+from alejax.rl.critic import CriticConfig
 from alejax.rl.losses import LossConfig
-from alejax.rl.pipeline import RLConfig, RLPipeline, group_requests, keep_informative
+from alejax.rl.pipeline import RLConfig, group_requests, keep_informative
 from alejax.rollout import RolloutConfig, collate
 from alejax.rollout.trajectory import Trajectory
-from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FirstLetterEnv:
@@ -35,47 +41,54 @@ def tokenizer():
     return train_bpe(generate_corpus(300, seed=0), vocab_size=400)
 
 
-def _pipeline(tokenizer, rl: RLConfig, lr=2e-2, mesh_shape=None, seed=0, placement=None, critic=None):
-    """`critic`: a CriticConfig to give the pipeline a value model (on the critic role's mesh)."""
-    cfg = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        d_model=32,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=8,
-        mlp_dim=64,
-    )
-    meshes = place_roles(placement) if placement else None
-    if meshes:
-        mesh = meshes["actor_train"]
-    else:
-        mesh = make_mesh(mesh_shape) if mesh_shape else make_mesh({"data": 1}, devices=jax.devices()[:1])
-    tx = make_optimizer(lr, warmup_steps=1, total_steps=100, schedule="constant")
-    graphdef, state = init_train_state(cfg, tx, mesh, seed=seed)
-    _, shardings = train_state_shardings(cfg, tx, mesh)
-    pool = ThreadEnvPool(FirstLetterEnv, 8)
-    if critic is not None:
-        from alejax.rl.critic import Critic
+register("test/first_letter", FirstLetterEnv)
+ONE_TURN = RolloutConfig(max_turns=1, max_new_tokens_per_turn=4)
 
-        critic = Critic.create(cfg, meshes["critic"] if meshes else mesh, critic, seed=seed)
-    pipeline = RLPipeline.build(
-        rl,
-        graphdef,
-        state,
-        shardings,
-        tx,
-        mesh,
-        tokenizer,
-        pool,
-        system_prompt=FirstLetterEnv.system_prompt,
-        rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=4),
-        max_length=128,
-        seed=seed,
-        infer_mesh=meshes["actor_infer"] if meshes else None,
-        critic=critic,
+
+def pipeline_config(
+    tokenizer,
+    rl: RLConfig,
+    *,
+    env: str = "test/first_letter",
+    lr=2e-2,
+    mesh_shape=None,
+    seed=0,
+    placement=None,
+    critic=None,
+    rollout=ONE_TURN,
+    max_length=128,
+) -> ConfigDict:
+    """configs/rl.py with a 32-wide model over `tokenizer`, `rl` as its rl section and the test's env."""
+    c = load_config_file(os.path.join(ROOT, "configs", "rl.py"))
+    c.seed, c.steps, c.max_length = seed, 100, max_length
+    c.env.name, c.env.kwargs = env, ConfigDict()
+    c.model = ConfigDict(
+        dict(
+            vocab_size=tokenizer.vocab_size,
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            n_kv_heads=2,
+            head_dim=8,
+            mlp_dim=64,
+        )
     )
-    return pipeline, pool
+    c.rl = section_of(RLConfig, **{f.name: getattr(rl, f.name) for f in dataclasses.fields(rl)})
+    c.rollout = section_of(RolloutConfig, **dataclasses.asdict(rollout))
+    c.optim.learning_rate, c.optim.weight_decay = lr, 0.1
+    if placement or mesh_shape:  # else: one device
+        c.num_devices = -1
+        c.placement = ConfigDict(placement or {})
+        c.mesh = ConfigDict(mesh_shape or {})
+    if critic is not None:
+        c.critic = section_of(CriticConfig, **dataclasses.asdict(critic))
+    return c
+
+
+def _pipeline(tokenizer, rl: RLConfig, critic=None, **kwargs):
+    """`critic`: a CriticConfig to give the pipeline a value model (on the critic role's mesh)."""
+    pipeline = build_pipeline(pipeline_config(tokenizer, rl, critic=critic, **kwargs), tokenizer)
+    return pipeline, pipeline.env_pool
 
 
 def test_one_step_times_every_phase_and_syncs_weights(tokenizer):

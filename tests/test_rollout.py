@@ -1,6 +1,7 @@
 """Sampler parity with the full forward pass, bucketing, and the multi-turn slot scheduler."""
 
 import random
+import threading
 import time
 
 import jax
@@ -11,8 +12,8 @@ from flax import nnx
 
 from alejax.data.synthetic import generate_corpus
 from alejax.data.tokenizer import train_bpe
-from alejax.envs.base import ThreadEnvPool
-from alejax.models import ModelConfig, create_model
+from alejax.envs.pools import ThreadEnvPool
+from alejax.models import ModelConfig, RopeScaling, create_model
 from alejax.parallel import make_mesh
 from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
 from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
@@ -132,6 +133,25 @@ def test_sampling_on_8_devices_equals_single_device():
     assert cache[0].k.sharding.spec[0] == ("data", "fsdp") and cache[0].k.sharding.spec[1] == "tensor"
 
 
+def test_sampler_with_scaled_rope_equals_the_full_forward():
+    """YaRN with q/k norms (Qwen3's long-context form), far beyond its pretraining length of 16: the cached
+    prefill and decode give the full forward's greedy tokens and log-probabilities."""
+    yarn = RopeScaling("yarn", factor=4.0, original_max_position_embeddings=16)
+    model = create_model(CFG.replace(rope_scaling=yarn, qk_norm=True, init_std=0.1), seed=4)
+    sampler = Sampler(model, batch_size=3, max_length=96, sampling=SamplingConfig(temperature=0), segment=5)
+    prompts = _prompts([20, 33, 9], seed=7)
+    outputs, logps = sampler.generate(prompts, 24)
+    # One full forward over the right-padded sequences (padding cannot reach back: attention is causal).
+    batch = np.zeros((len(prompts), 64), np.int32)
+    for row, (prompt, out) in enumerate(zip(prompts, outputs)):
+        batch[row, : len(prompt) + len(out)] = prompt + out
+    full = jax.nn.log_softmax(jax.jit(lambda tokens: model(tokens))(jnp.asarray(batch)), axis=-1)
+    for row, (prompt, out, lp) in enumerate(zip(prompts, outputs, logps)):
+        logp = np.asarray(full[row, len(prompt) - 1 : len(prompt) + len(out) - 1])
+        assert out == np.argmax(logp, axis=-1).tolist()  # each token: the argmax given the ones before
+        np.testing.assert_allclose(lp, logp[np.arange(len(out)), out], atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------------
 # The scheduler
 
@@ -160,7 +180,16 @@ class CountingEnv:
         return f"observation {self.t}", float(self.t == self.turns), done, False, {"success": done}
 
 
-def _scheduler(tokenizer, batch_size=4, env=CountingEnv, max_turns=6, max_new=10, max_length=512, seed=0):
+def _scheduler(
+    tokenizer,
+    batch_size=4,
+    env=CountingEnv,
+    max_turns=6,
+    max_new=10,
+    max_length=512,
+    seed=0,
+    step_timeout_s=None,
+):
     cfg = CFG.replace(vocab_size=tokenizer.vocab_size)
     sampler = Sampler(
         create_model(cfg, seed=3),
@@ -170,7 +199,7 @@ def _scheduler(tokenizer, batch_size=4, env=CountingEnv, max_turns=6, max_new=10
         stop_ids=[tokenizer.eos_id],
         segment=6,
     )
-    pool = ThreadEnvPool(env, max_concurrency=8)
+    pool = ThreadEnvPool(env, max_concurrency=8, step_timeout_s=step_timeout_s)
     config = RolloutConfig(max_turns=max_turns, max_new_tokens_per_turn=max_new)
     return RolloutScheduler(
         sampler, tokenizer, pool, system_prompt=env.system_prompt, config=config, seed=seed
@@ -261,6 +290,28 @@ def test_aborted_episodes_are_resampled_from_the_same_seed_then_reported(tokeniz
     assert not by_seed[1].aborted and by_seed[1].terminated and by_seed[1].info["attempts"] == 2
     assert by_seed[2].aborted and "worker crashed" in by_seed[2].info["error"]
     assert stats.aborted_resamples == 1 + 2  # seed 1 once, seed 2 until max_attempts=3
+
+
+def test_a_hung_env_step_times_out_and_is_resampled(tokenizer):
+    release = threading.Event()
+
+    class HangsOnce(CountingEnv):
+        hangs = {1: 1}  # seed -> steps that still hang
+
+        def step(self, action):
+            if HangsOnce.hangs.get(self.seed, 0) > 0:
+                HangsOnce.hangs[self.seed] -= 1
+                release.wait(60)  # a hung env: the pool's step timeout walks away from it
+            return super().step(action)
+
+    try:
+        scheduler, pool = _scheduler(tokenizer, batch_size=2, env=HangsOnce, step_timeout_s=0.5)
+        trajectories, stats = scheduler.collect([EpisodeRequest(task_seed=s) for s in range(3)])
+        pool.close()
+    finally:
+        release.set()
+    assert [t.task_seed for t in trajectories] == [0, 1, 2] and all(t.terminated for t in trajectories)
+    assert trajectories[1].info["attempts"] == 2 and stats.aborted_resamples == 1
 
 
 def test_turn_and_context_limits_truncate_and_keep_tokens(tokenizer):

@@ -1,4 +1,4 @@
-"""seqio Tasks of ShopSimulator (alejax.data.seqio_tasks). The first two tests always run; the rest need the
+"""seqio Tasks of ShopSimulator (alejax.integrations.seqio_shop). The first two tests always run; the rest need the
 optional extra (pip install -r requirements-seqio.txt) and are skipped without it."""
 
 import json
@@ -18,8 +18,8 @@ def _run_python(code: str) -> dict:
 def test_core_import_path_does_not_import_tensorflow():
     loaded = _run_python(
         "import json, sys\n"
-        "import alejax, alejax.data.tokenizer, alejax.data.pipeline, alejax.train.sft, alejax.envs.shop\n"
-        "import alejax.data.seqio_tasks as st\n"
+        "import alejax, alejax.data.tokenizer, alejax.data.batches, alejax.data.episodes, alejax.envs.shop\n"
+        "import alejax.integrations.seqio_shop as st\n"
         "cfg = st.get_config('tiny')\n"
         "print(json.dumps(sorted(m for m in ('tensorflow', 'seqio', 'tensorflow_text') if m in sys.modules)))"
     )
@@ -30,7 +30,7 @@ def test_registration_without_the_extra_names_it():
     result = _run_python(
         "import json, sys\n"
         "sys.modules['tensorflow'] = None  # as if the extra were not installed\n"
-        "import alejax.data.seqio_tasks as st\n"
+        "import alejax.integrations.seqio_shop as st\n"
         "try:\n"
         "    st.register_shop_tasks()\n"
         "    print(json.dumps('no error'))\n"
@@ -48,7 +48,7 @@ SCENARIOS = ("single", "multi")
 @pytest.fixture(scope="module")
 def registered():
     pytest.importorskip("seqio")
-    from alejax.data import seqio_tasks as st
+    from alejax.integrations import seqio_shop as st
 
     config = st.get_config("tiny")
     config.prefix = "test_alejax_shop"
@@ -70,7 +70,7 @@ def _examples(task, split):
 
 def _expert_chats(scenario, split, seeds):
     """The same episodes, made independently by alejax.train.sft (what the SFT job trains on)."""
-    from alejax.train.sft import expert_episodes
+    from alejax.data.episodes import expert_episodes
 
     return expert_episodes(
         f"shop/{scenario}",
@@ -89,7 +89,7 @@ def test_registers_tasks_and_mixture(registered):
     mixture = seqio.get_mixture_or_task(names["mixture"][0])
     assert sorted(t.name for t in mixture.tasks) == sorted(names["sft"])
     assert _task(names["sft"][0]).splits == ("train", "validation")
-    from alejax.data import seqio_tasks as st
+    from alejax.integrations import seqio_shop as st
 
     with pytest.raises(ValueError, match="already registered"):
         st.register_shop_tasks(
@@ -131,7 +131,7 @@ def test_vocabulary_round_trips_in_python_and_tf(registered):
 
 
 def test_sft_task_is_episode_tokens_of_the_expert_chats(registered):
-    from alejax.train.sft import episode_tokens
+    from alejax.data.episodes import episode_tokens
 
     _, names = registered
     for scenario, name in zip(SCENARIOS, names["sft"]):
@@ -154,7 +154,7 @@ def test_sft_task_is_episode_tokens_of_the_expert_chats(registered):
 
 
 def test_packed_rows_keep_tokens_and_loss_mask(registered):
-    from alejax.data import seqio_tasks as st
+    from alejax.integrations import seqio_shop as st
 
     _, names = registered
     examples = [e for name in names["sft"] for e in _examples(_task(name), "train")]
@@ -183,7 +183,7 @@ def _segments(rows):
 
 
 def test_eval_task_and_replay_metric(registered):
-    from alejax.train.sft import episode_tokens
+    from alejax.data.episodes import episode_tokens
 
     _, names = registered
     task = _task(names["eval"][1])  # multi-turn: the shopper answers ask[...] during the replay

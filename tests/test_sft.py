@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from alejax.data.episodes import episode_tokens, expert_episodes
 from alejax.data.packing import pack_documents
 from alejax.data.synthetic import generate_corpus
 from alejax.data.tokenizer import train_bpe
 from alejax.envs import make
 from alejax.models import ModelConfig
 from alejax.parallel import make_mesh
-from alejax.train.sft import episode_tokens, expert_episodes
-from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
+from alejax.train.state import init_train_state, make_optimizer
 from alejax.train.step import make_train_step, next_token_loss
 
 
@@ -58,8 +58,7 @@ def test_sft_on_expert_episodes_lowers_the_loss_on_held_out_tasks(tokenizer):
     )
     mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])  # about learning, not layout: one device
     tx = make_optimizer(3e-3, warmup_steps=5, total_steps=60)
-    graphdef, state = init_train_state(cfg, tx, mesh)
-    _, shardings = train_state_shardings(cfg, tx, mesh)
+    graphdef, state, shardings = init_train_state(cfg, tx, mesh)
     step = make_train_step(graphdef, tx, shardings, mesh)
 
     def held_out_loss(state):

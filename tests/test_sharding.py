@@ -9,8 +9,8 @@ from jax.sharding import PartitionSpec as P
 
 from alejax.models import ModelConfig, create_model
 from alejax.parallel import logical_to_spec, make_mesh, resolve_mesh_shape
-from alejax.parallel.rules import axis_rules
-from alejax.train.state import init_train_state, make_optimizer, train_state_shardings
+from alejax.parallel.rules import axis_rules, state_shardings
+from alejax.train.state import init_train_state, make_optimizer
 from alejax.train.step import make_train_step, next_token_loss
 
 # Every sharded dimension divisible by 8, so each layout really splits every weight it names.
@@ -100,8 +100,7 @@ def test_train_step_matches_single_device_and_donates_state():
         mesh = make_mesh(
             LAYOUTS.get(layout, {"data": 1}), devices=jax.devices()[:1] if layout == "single" else None
         )
-        graphdef, state = init_train_state(CFG, tx, mesh, seed=5)
-        _, shardings = train_state_shardings(CFG, tx, mesh)
+        graphdef, state, shardings = init_train_state(CFG, tx, mesh, seed=5)
         step = make_train_step(graphdef, tx, shardings, mesh)
         losses = []
         for _ in range(3):
@@ -155,15 +154,14 @@ def test_train_state_checkpoint_restores_onto_another_mesh(tmp_path):
 
     tx = make_optimizer(1e-2, warmup_steps=1, total_steps=10)
     fsdp = make_mesh({"fsdp": 8})
-    graphdef, state = init_train_state(CFG, tx, fsdp, seed=7)
-    _, fsdp_shardings = train_state_shardings(CFG, tx, fsdp)
+    graphdef, state, fsdp_shardings = init_train_state(CFG, tx, fsdp, seed=7)
     state, _ = make_train_step(graphdef, tx, fsdp_shardings, fsdp)(state, _batch(0))
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, state, extra={"note": "fsdp"})
     saved = jax.tree.map(np.asarray, state)
 
     other = make_mesh({"data": 4, "tensor": 2})
-    _, other_shardings = train_state_shardings(CFG, tx, other)
+    other_shardings = state_shardings(state, other)  # the same logical names, laid out on the other mesh
     template = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
         jax.tree.map(np.asarray, state),

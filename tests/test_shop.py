@@ -9,7 +9,7 @@ import pytest
 
 from alejax.envs import make
 from alejax.envs.shop import catalog, pages
-from alejax.envs.shop.actions import Action, parse_action
+from alejax.envs.shop.actions import SEP, Action, parse_action
 from alejax.envs.shop.agents import AGENTS, ExpertAgent, run_episode
 from alejax.envs.shop.loader import load_jsonl, write_jsonl
 from alejax.envs.shop.metrics import aggregate, bootstrap_ci, pass_hat_k, pass_hat_k_mean
@@ -130,7 +130,7 @@ def test_invalid_actions_are_reported_no_ops():
     obs0, _ = env.reset(1)
     for bad in ("buy it", "click[buy now]", "ask[颜色？]", "click[BZZZZZ]"):
         obs, reward, term, trunc, info = env.step(bad)
-        assert obs.startswith("Invalid action") and obs.split(pages.SEP, 1)[1] == obs0
+        assert obs.startswith("Invalid action") and obs.split(SEP, 1)[1] == obs0
         assert (reward, term, trunc, info["valid"]) == (0.0, False, False, False)
     env.step("search[连衣裙]")
     obs, *_ = env.step("search[again]")
@@ -189,7 +189,7 @@ def test_goal_never_leaks(scenario):
             # Each reply reveals only the families asked about (a generic question reveals one slot).
             for action, obs in zip(episode["actions"], episode["observations"][1:]):
                 if action.startswith("ask["):
-                    reply = obs.split(pages.SEP)[1]
+                    reply = obs.split(SEP)[1]
                     said = [s for s in task.slots if any(f in reply for f in s.forms if len(f) > 1)]
                     asked = families_in(action)
                     assert all(s.family in asked for s in said) or (not asked and len(said) <= 1), (

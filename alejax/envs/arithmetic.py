@@ -12,8 +12,8 @@ import random
 import re
 from typing import Any
 
-from alejax.agent.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 from alejax.envs.base import register
+from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 _CALC_RE = re.compile(r"^\s*(-?\d+)\s*([-+*])\s*(-?\d+)\s*$")

@@ -1,4 +1,4 @@
-"""The environment protocol, the registry, and the env-pool interface the rollout scheduler calls.
+"""The environment protocol and the registry (env pools, which run envs for the scheduler, are in `pools/`).
 
 An environment is a text game: `reset(seed)` gives the first observation, `step(action_text)` the next.
 Everything is deterministic given the seed, so an episode can be replayed from its seed and action prefix
@@ -7,10 +7,7 @@ Everything is deterministic given the seed, so an episode can be replayed from i
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib
-import threading
-import traceback
 from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 
@@ -98,76 +95,3 @@ def replay(env: Env, seed: int, actions: Sequence[str]) -> tuple[str, list[StepR
     observation, _ = env.reset(seed)
     results = [StepResult(*env.step(a)) for a in actions]
     return observation, results
-
-
-# ---------------------------------------------------------------------------------------------------
-# Env pools: the interface the rollout scheduler uses. `reset`/`step` return futures immediately, so
-# environment latency overlaps decoding. A failure never raises into the scheduler: the future resolves
-# to a result whose info has {"aborted": True, "error": ...} and truncated=True, and the scheduler
-# re-samples the episode from the same seed.
-
-
-class EnvPool(Protocol):
-    def reset(self, episode_id: int, seed: int) -> concurrent.futures.Future: ...  # -> ResetResult
-
-    def step(self, episode_id: int, action: str) -> concurrent.futures.Future: ...  # -> StepResult
-
-    def release(self, episode_id: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def aborted_result(error: str) -> StepResult:
-    return StepResult("", 0.0, False, True, {"aborted": True, "error": error})
-
-
-class ThreadEnvPool:
-    """In-process pool: one env instance per episode, steps on a thread pool.
-
-    Right for fast or I/O-bound envs and for tests; `alejax.envs.manager` runs envs in sandboxed worker
-    processes behind the same interface.
-    """
-
-    def __init__(self, env_factory: Callable[[], Env], max_concurrency: int = 8):
-        self._factory = env_factory
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_concurrency, thread_name_prefix="env")
-        self._envs: dict[int, Env] = {}
-        self._lock = threading.Lock()
-
-    def _env(self, episode_id: int) -> Env:
-        with self._lock:
-            if episode_id not in self._envs:
-                self._envs[episode_id] = self._factory()
-            return self._envs[episode_id]
-
-    def _guarded(self, fn: Callable[[], Any], on_error: Callable[[str], Any]):
-        try:
-            return fn()
-        except Exception:  # noqa: BLE001 - a broken env becomes a reported, aborted episode
-            return on_error(traceback.format_exc(limit=3))
-
-    def reset(self, episode_id: int, seed: int) -> concurrent.futures.Future:
-        def run():
-            return ResetResult(*self._env(episode_id).reset(seed))
-
-        return self._executor.submit(
-            self._guarded, run, lambda e: ResetResult("", {"aborted": True, "error": e})
-        )
-
-    def step(self, episode_id: int, action: str) -> concurrent.futures.Future:
-        def run():
-            return StepResult(*self._env(episode_id).step(action))
-
-        return self._executor.submit(self._guarded, run, aborted_result)
-
-    def release(self, episode_id: int) -> None:
-        with self._lock:
-            env = self._envs.pop(episode_id, None)
-        close = getattr(env, "close", None)
-        if close is not None:
-            close()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        for episode_id in list(self._envs):
-            self.release(episode_id)

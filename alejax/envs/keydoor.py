@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from alejax.agent.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 from alejax.envs.base import register
+from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
 TOOLS = [
     tool_schema("left", "Move one room left."),

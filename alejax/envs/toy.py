@@ -2,7 +2,7 @@
 
 `toy/echo` answers each action with a counter, optionally after `latency_s` (an env bound by I/O or a
 remote sandbox). `toy/faulty` misbehaves on command (`crash`, `hang`, `raise`, `spawn`), which is how the
-env manager's restart, timeout and no-orphan guarantees are tested.
+env pools' restart, timeout and no-orphan guarantees are tested.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The model: one Flax NNX decoder graph for training, scoring and sampling."""
 
-from alejax.models.config import PRESETS, ModelConfig, get_preset
+from alejax.models.config import PRESETS, ModelConfig, RopeScaling, get_preset
+from alejax.models.gguf import config_from_gguf, from_gguf
 from alejax.models.hf import config_from_hf, from_pretrained, save_pretrained
 from alejax.models.init import abstract_model, create_model, model_shardings
 from alejax.models.transformer import KVCache, LayerCache, Transformer, init_cache
@@ -8,6 +9,7 @@ from alejax.models.transformer import KVCache, LayerCache, Transformer, init_cac
 __all__ = [
     "PRESETS",
     "ModelConfig",
+    "RopeScaling",
     "get_preset",
     "abstract_model",
     "create_model",
@@ -19,4 +21,6 @@ __all__ = [
     "from_pretrained",
     "save_pretrained",
     "config_from_hf",
+    "from_gguf",
+    "config_from_gguf",
 ]

@@ -1,15 +1,49 @@
 """Model hyper-parameters and named presets.
 
-One dataclass covers the Llama / Qwen2 family; `arch` only decides the names used when exporting to
-Hugging Face format (and whether q/k/v carry a bias by default).
+One dataclass covers the Llama / Qwen2 / Qwen3 family; `arch` only decides the names used when exporting
+to Hugging Face format. The differences between the families are fields of their own (`qkv_bias`,
+`qk_norm`, `rope_scaling`), so a graph is described by what it computes, not by its family's name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import jax.numpy as jnp
+
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """RoPE frequency scaling, as Hugging Face's `rope_parameters` (`rope_scaling` in 4.x) express it.
+
+    `type` picks the rule; a field the rule does not read is ignored. Defaults are Hugging Face's.
+    """
+
+    type: str = "default"  # default (unscaled) | linear | dynamic (NTK, by sequence length) | llama3 | yarn
+    factor: float = 1.0  # context extension: every rule except default reads it
+    original_max_position_embeddings: int = 0  # llama3 / yarn: the pretraining context length
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn: the ramp between extrapolated and interpolated dims
+    beta_slow: float = 1.0  # yarn
+    attention_factor: float = 0.0  # yarn: scale of cos/sin; 0 derives it from factor (and the mscales)
+    mscale: float = 0.0  # yarn, DeepSeek style: both mscales nonzero -> attention_factor from their ratio
+    mscale_all_dim: float = 0.0
+    truncate: bool = True  # yarn: round the ramp's ends to whole dims
+
+    def __post_init__(self):
+        if self.type not in ROPE_TYPES:
+            raise ValueError(f"rope_scaling.type={self.type!r}: expected one of {list(ROPE_TYPES)}")
+        if self.type in ("llama3", "yarn") and self.original_max_position_embeddings <= 0:
+            raise ValueError(f"rope_scaling.type={self.type!r} needs original_max_position_embeddings > 0")
+        if self.type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError(
+                f"rope_scaling: high_freq_factor={self.high_freq_factor} must exceed "
+                f"low_freq_factor={self.low_freq_factor}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,25 +56,29 @@ class ModelConfig:
     head_dim: int = 32
     mlp_dim: int = 384
     rope_theta: float = 10_000.0
+    rope_scaling: RopeScaling = RopeScaling()
     norm_eps: float = 1e-6
     qkv_bias: bool = False  # Qwen2 has a bias on q, k and v (not on o).
+    qk_norm: bool = False  # Qwen3: an RMSNorm over head_dim on each q and k head, before RoPE.
     tie_embeddings: bool = False
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype; norms, softmax and logits stay f32.
     remat: str = "none"  # none | full | dots_saveable: what a layer keeps for the backward pass.
-    arch: str = "llama"  # llama | qwen2: the Hugging Face family used for export.
+    arch: str = "llama"  # llama | qwen2 | qwen3: the Hugging Face family used for export.
     max_position_embeddings: int = 4096
     init_std: float = 0.02
 
     def __post_init__(self):
+        if isinstance(self.rope_scaling, Mapping):  # from dataclasses.asdict / a config file's dict
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
         if self.remat not in ("none", "full", "dots_saveable"):
             raise ValueError(f"remat={self.remat!r}: expected none, full or dots_saveable")
-        if self.arch not in ("llama", "qwen2"):
-            raise ValueError(f"arch={self.arch!r}: expected llama or qwen2")
+        if self.arch not in ("llama", "qwen2", "qwen3"):
+            raise ValueError(f"arch={self.arch!r}: expected llama, qwen2 or qwen3")
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected float32, bfloat16 or float16")
@@ -59,15 +97,20 @@ class ModelConfig:
     def num_params(self, include_embeddings: bool = True) -> int:
         d, h, kv, hd, m = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.mlp_dim
         attn = d * hd * (h + 2 * kv) + h * hd * d + (hd * (h + 2 * kv) if self.qkv_bias else 0)
-        layer = attn + 3 * d * m + 2 * d
+        layer = attn + 3 * d * m + self._norm_params_per_layer()
         total = self.n_layers * layer + d
         if include_embeddings:
             total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
         return total
 
+    def _norm_params_per_layer(self) -> int:
+        return 2 * self.d_model + (2 * self.head_dim if self.qk_norm else 0)
+
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward = 3x forward), PaLM-style, attention included."""
-        dense = 2 * self.num_params(include_embeddings=False) - 2 * self.n_layers * 2 * self.d_model
+        dense = (
+            2 * self.num_params(include_embeddings=False) - 2 * self.n_layers * self._norm_params_per_layer()
+        )
         dense += 2 * self.vocab_size * self.d_model  # the output projection (the input embedding is a gather)
         attention = 2 * 2 * self.n_layers * self.n_heads * self.head_dim * seq_len  # scores + weighted sum
         return 3.0 * (dense + attention)

@@ -1,4 +1,4 @@
-"""The one decoder-only transformer (Llama / Qwen2 family) used for training, scoring and sampling.
+"""The one decoder-only transformer (Llama / Qwen2 / Qwen3 family) used for training, scoring and sampling.
 
 Training calls it on full sequences (causal mask, padding and packed-sequence segment ids). Sampling
 calls the same module with a preallocated KV cache: a prefill writes a chunk of tokens at per-row
@@ -9,14 +9,16 @@ table in `alejax.parallel.rules` alone decides the layout.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from alejax.models.config import ModelConfig
+from alejax.models.config import ModelConfig, RopeScaling
 from alejax.parallel.rules import constrain
 
 
@@ -75,13 +77,107 @@ class RMSNorm(nnx.Module):
         return self.scale[...].astype(dtype) * x.astype(dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-    """Rotary embedding, half-split ("rotate_half") layout as in Llama / Qwen2. x: [B, T, H, D]."""
-    half = x.shape[-1] // 2
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, half, dtype=jnp.float32) * 2.0 / x.shape[-1]))
+@functools.lru_cache(maxsize=None)
+def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> tuple[np.ndarray, float]:
+    """Inverse frequencies [head_dim / 2] and the scale of cos/sin, for one config (computed once).
+
+    The rules and their f32 arithmetic are transformers' `_compute_{linear_scaling,llama3,yarn}_parameters`
+    (parity, not approximation). `dynamic` depends on the sequence length: this gives its frequencies for
+    sequences within `max_position_embeddings` (unscaled); `rotary` rescales them for longer ones.
+    """
+    s = scaling
+    exponent = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    wavelength_base = np.float32(theta) ** exponent
+    inv_freq = 1.0 / wavelength_base
+    if s.type == "linear":  # positions / factor, folded into the frequencies
+        return inv_freq / np.float32(s.factor), 1.0
+    if s.type == "llama3":
+        # Long wavelengths (beyond the old context / low_freq_factor) are interpolated by `factor`, short
+        # ones (below the old context / high_freq_factor) kept, the band in between blended smoothly.
+        old_context = s.original_max_position_embeddings
+        wavelength = np.float32(2 * math.pi) / inv_freq
+        scaled = np.where(
+            wavelength > old_context / s.low_freq_factor, inv_freq / np.float32(s.factor), inv_freq
+        )
+        smooth = (old_context / wavelength - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+        smoothed = (1 - smooth) * scaled / np.float32(s.factor) + smooth * scaled
+        medium = (wavelength >= old_context / s.high_freq_factor) & (
+            wavelength <= old_context / s.low_freq_factor
+        )
+        return np.where(medium, smoothed, scaled).astype(np.float32), 1.0
+    if s.type == "yarn":
+        return _yarn_frequencies(head_dim, theta, s, wavelength_base)
+    return inv_freq, 1.0
+
+
+def _yarn_frequencies(head_dim: int, theta: float, s: RopeScaling, wavelength_base: np.ndarray):
+    """YaRN (arXiv 2309.00071): dims that turn fewer than beta_slow times over the old context are
+    interpolated by `factor`, those turning more than beta_fast times kept, a linear ramp in between;
+    cos/sin are scaled by the attention factor (0.1 ln(factor) + 1 unless given)."""
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if s.attention_factor:
+        attention_factor = s.attention_factor
+    elif s.mscale and s.mscale_all_dim:
+        attention_factor = mscale(s.factor, s.mscale) / mscale(s.factor, s.mscale_all_dim)
+    else:
+        attention_factor = mscale(s.factor)
+
+    def correction_dim(rotations):  # the dim whose wavelength fits `rotations` times in the old context
+        old_context = s.original_max_position_embeddings
+        return head_dim * math.log(old_context / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(s.beta_fast or 32), correction_dim(s.beta_slow or 1)
+    if s.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # as HF: keeps the ramp finite
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    keep = 1 - ramp  # per dim: 1 keeps the trained frequency (extrapolation), 0 divides it by factor
+    interpolated, extrapolated = 1.0 / (np.float32(s.factor) * wavelength_base), 1.0 / wavelength_base
+    inv_freq = interpolated * (1 - keep) + extrapolated * keep
+    return inv_freq.astype(np.float32), float(attention_factor)
+
+
+def rotary(config: ModelConfig, positions: jax.Array, lengths: jax.Array | None = None):
+    """cos and sin [B, T, head_dim / 2] of each position's rotation (times yarn's attention factor).
+
+    `lengths` [B, T]: the length of the sequence each token belongs to; only `dynamic` reads it. Like HF,
+    dynamic NTK raises the base once a sequence outgrows `max_position_embeddings`, from that length. So
+    beyond it a cached decode (each chunk rotated at the length reached so far, keys kept as cached) differs
+    from the full forward, as HF's generate does. HF takes one length per batch; here each sequence has its
+    own, so a row's logits do not depend on its neighbours (the same for one sequence or an unpadded batch).
+    """
+    c = config
+    inv_freq, scale = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+    inv_freq = jnp.asarray(inv_freq)
+    if c.rope_scaling.type == "dynamic":
+        dim, factor, trained = c.head_dim, c.rope_scaling.factor, c.max_position_embeddings
+        length = jnp.maximum(lengths, trained).astype(jnp.float32)
+        base = c.rope_theta * (factor * length / trained - (factor - 1)) ** (dim / (dim - 2))
+        inv_freq = 1.0 / (base[..., None] ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
+    return jnp.cos(angles) * scale, jnp.sin(angles) * scale
+
+
+def _sequence_lengths(positions, segment_ids, cache: LayerCache | None) -> jax.Array:
+    """Per token [B, T], the length its sequence reaches in this call: HF's max(position_ids) + 1, taken
+    per packed document of a full sequence and per row's chunk when writing to a cache."""
+    if cache is None:
+        same_document = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
+        last = jnp.max(jnp.where(same_document, positions[:, None, :], -1), axis=-1)
+    else:
+        real = positions < cache.k.shape[2]  # padding writes at an out-of-range position
+        last = jnp.max(jnp.where(real, positions, -1), axis=-1, keepdims=True)
+    return jnp.broadcast_to(last + 1, positions.shape)
+
+
+def rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotary embedding, half-split ("rotate_half") layout as in Llama / Qwen. x: [B, T, H, D]."""
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
@@ -106,6 +202,9 @@ class Attention(nnx.Module):
             self.q_bias = _param(rngs, zeros, (c.n_heads, c.head_dim), ("heads", "head_dim"), pd)
             self.k_bias = _param(rngs, zeros, (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd)
             self.v_bias = _param(rngs, zeros, (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd)
+        if c.qk_norm:  # one scale over head_dim, shared by all heads
+            self.q_norm = RMSNorm(c.head_dim, c.norm_eps, pd, rngs)
+            self.k_norm = RMSNorm(c.head_dim, c.norm_eps, pd, rngs)
 
     def _project(self, x, name):
         dtype = self.config.jnp_dtype
@@ -116,12 +215,13 @@ class Attention(nnx.Module):
 
     def __call__(self, x, positions, segment_ids, cache: LayerCache | None):
         c = self.config
-        q = constrain(
-            rope(self._project(x, "q"), positions, c.rope_theta), ("batch", "length", "heads", "head_dim")
-        )
-        k = constrain(
-            rope(self._project(x, "k"), positions, c.rope_theta), ("batch", "length", "kv_heads", "head_dim")
-        )
+        q, k = self._project(x, "q"), self._project(x, "k")
+        if c.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        dynamic = c.rope_scaling.type == "dynamic"
+        cos, sin = rotary(c, positions, _sequence_lengths(positions, segment_ids, cache) if dynamic else None)
+        q = constrain(rope(q, cos, sin), ("batch", "length", "heads", "head_dim"))
+        k = constrain(rope(k, cos, sin), ("batch", "length", "kv_heads", "head_dim"))
         v = constrain(self._project(x, "v"), ("batch", "length", "kv_heads", "head_dim"))
 
         if cache is None:

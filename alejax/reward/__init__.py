@@ -2,14 +2,14 @@
 
 from alejax.reward.grl import GRL_SCHEDULES, gradient_reversal, grl_lambda
 from alejax.reward.heads import HeadConfig, RewardHead
-from alejax.reward.losses import ADV_OBJECTIVES, INDEPENDENCE, LossConfig, rm_loss
+from alejax.reward.losses import ADV_OBJECTIVES, INDEPENDENCE, RMLossConfig, rm_loss
 
 __all__ = [
     "ADV_OBJECTIVES",
     "GRL_SCHEDULES",
     "INDEPENDENCE",
     "HeadConfig",
-    "LossConfig",
+    "RMLossConfig",
     "RewardHead",
     "gradient_reversal",
     "grl_lambda",

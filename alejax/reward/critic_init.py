@@ -48,21 +48,10 @@ def causal_features(trunk: dict, h: jax.Array) -> jax.Array:
 
 def _restore_params(directory: str, config) -> tuple[nnx.State, ModelConfig, HeadConfig]:
     # Rebuild the job's exact train state (same optimizer tree) and restore it: one path, checked by orbax.
-    from alejax.parallel.mesh import make_mesh
-    from alejax.reward import toy
-    from alejax.reward.model import RewardModel
-    from alejax.reward.train import _dataclass_from, init_rm_state, make_rm_optimizer
+    from alejax.reward.training import init_rm_from_config
     from alejax.train.checkpoint import Checkpointer
 
-    model_config = _dataclass_from(
-        ModelConfig, config.model, vocab_size=max(config.model.vocab_size, toy.VOCAB_SIZE)
-    )
-    head_config = _dataclass_from(HeadConfig, config.head)
-    mesh = make_mesh(config.mesh.to_dict())
-    tx = make_rm_optimizer(config.optim, config.steps)
-    _, state, _ = init_rm_state(
-        lambda rngs: RewardModel(model_config, head_config, pad_id=toy.PAD, rngs=rngs), tx, mesh, config.seed
-    )
+    _, state, _, _, _, model_config, head_config = init_rm_from_config(config)
     checkpointer = Checkpointer(directory, keep=1_000_000, async_save=False)
     try:
         restored = checkpointer.restore(state)

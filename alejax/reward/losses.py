@@ -16,7 +16,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class LossConfig:
+class RMLossConfig:
     """Weights (the released recipe by default) and the chosen options."""
 
     pred: float = 1.0  # lambda_pred: BT on the reward
@@ -152,7 +152,7 @@ def split_pairs(out: dict) -> tuple[dict, dict]:
     return jax.tree.map(lambda x: x[:n], out), jax.tree.map(lambda x: x[n:], out)
 
 
-def loss_weights(config: LossConfig) -> dict[str, float]:
+def loss_weights(config: RMLossConfig) -> dict[str, float]:
     return {
         "pred": config.pred,
         "adv": config.adv,
@@ -167,7 +167,7 @@ def loss_weights(config: LossConfig) -> dict[str, float]:
 
 
 def rm_loss(
-    out: dict, h: Array, config: LossConfig, attrs: Array | None = None
+    out: dict, h: Array, config: RMLossConfig, attrs: Array | None = None
 ) -> tuple[Array, dict[str, Array], dict[str, Array]]:
     """(total, parts, metrics) for head outputs on rows [chosen (B); rejected (B)], features h [2B, H].
 
@@ -202,7 +202,7 @@ def rm_loss(
 
 
 def head_pair_loss(
-    head, batch: dict, config: LossConfig, lam: Array | float = 1.0, key: Array | None = None
+    head, batch: dict, config: RMLossConfig, lam: Array | float = 1.0, key: Array | None = None
 ) -> tuple[Array, dict[str, Array]]:
     """Loss of a RewardHead on a batch of feature pairs {h_w, h_l [B, H], attrs_w, attrs_l [B, A] optional}.
 

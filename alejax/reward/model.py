@@ -9,7 +9,7 @@ from flax import nnx
 from alejax.models.config import ModelConfig
 from alejax.models.transformer import Transformer
 from alejax.reward.heads import HeadConfig, RewardHead
-from alejax.reward.losses import LossConfig, head_pair_loss
+from alejax.reward.losses import RMLossConfig, head_pair_loss
 
 
 class RewardModel(nnx.Module):
@@ -43,7 +43,7 @@ def score(model: RewardModel, tokens: jax.Array) -> jax.Array:
 def pair_loss(
     model: RewardModel,
     batch: dict,
-    config: LossConfig,
+    config: RMLossConfig,
     lam: jax.Array | float = 1.0,
     key: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:

@@ -16,7 +16,7 @@ class RewardWorker:
     """Adds `weight * (score - mean) / std` to each trajectory's reward (`Trajectory.model_reward`).
 
     `scorer(params, tokens [B, T]) -> [B]` reads each right-padded sequence at its last real token (e.g.
-    `alejax.reward.train.make_scorer`); `mean` / `std` normalise with the RM's scores on evaluation data, as
+    `alejax.reward.training.make_scorer`); `mean` / `std` normalise with the RM's scores on evaluation data, as
     the released CausalRM recipe does. The RM must share the policy's tokenizer.
     """
 

@@ -7,7 +7,7 @@ of the context it was chosen in; values[:, 0] = 0.
 
     critic = Critic.create(model_config, meshes["critic"], CriticConfig(), backbone_params=...)
     values = critic.values(batch)                              # [B, T] numpy
-    advantages, returns = critic.advantages(rl_config, batch, values)
+    advantages, returns = compute_advantages("gae", ..., batch, values)   # alejax.rl.objective
     metrics = critic.update(batch, returns, values)            # value loss (clipped around `values`)
 
 `backbone_params` lets a critic start from another model's backbone (the policy's params, or a reward
@@ -29,14 +29,10 @@ from jax.sharding import Mesh
 from alejax.models.config import ModelConfig
 from alejax.models.transformer import Transformer
 from alejax.parallel.placement import reshard
-from alejax.parallel.rules import state_shardings
-from alejax.rl.advantages import get_advantage
-from alejax.rl.objective import advantage_inputs
-from alejax.train.state import TrainState, make_optimizer
-from alejax.train.step import make_train_step, minibatch_epochs
+from alejax.train.state import TrainState, create_train_state, make_optimizer
+from alejax.train.step import LOSS_WEIGHT, make_train_step, minibatch_epochs
 
 if TYPE_CHECKING:
-    from alejax.rl.pipeline import RLConfig
     from alejax.rollout.trajectory import TrajectoryBatch
 
 
@@ -50,6 +46,7 @@ class CriticConfig:
     value_clip: float | None = 0.2  # PPO value clipping around the values the advantages used; None: off
     epochs: int = 1  # passes over each RL step's batch
     minibatch_size: int = 32
+    microbatches: int = 1  # gradient accumulation: each minibatch in this many parts, one update
 
 
 class ValueModel(nnx.Module):
@@ -91,7 +88,12 @@ def value_loss(model: ValueModel, batch, value_clip: float | None):
     n = jnp.maximum(mask.sum(), 1.0)
     loss = 0.5 * (err * mask).sum() / n
     mean_v = (values * mask).sum() / n
-    return loss, {"value_loss": loss, "value_mean": mean_v, "value_clip_frac": clip_frac}
+    return loss, {
+        "value_loss": loss,
+        "value_mean": mean_v,
+        "value_clip_frac": clip_frac,
+        LOSS_WEIGHT: mask.sum(),
+    }
 
 
 def _check_backbone(backbone_params, model_config: ModelConfig) -> None:
@@ -115,35 +117,17 @@ def init_critic_state(
     backbone_params: Any = None,
 ):
     """(graphdef, TrainState, shardings), born sharded on `mesh`; the backbone is `backbone_params` when given
-    (copied onto the critic's layout; the source is never aliased) else randomly initialised."""
-
-    def build():
-        return ValueModel(model_config, rngs=nnx.Rngs(seed))
-
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(build))
-    abstract = TrainState(
-        step=jax.ShapeDtypeStruct((), jnp.int32),
-        params=abstract_params,
-        opt_state=jax.eval_shape(tx.init, abstract_params),
-        rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
+    (copied onto the critic's layout; the source is never aliased) else randomly initialised. Adam's moments
+    start at zero whatever the params, so only the params change."""
+    graphdef, state, shardings = create_train_state(
+        lambda rngs: ValueModel(model_config, rngs=rngs), tx, mesh, seed
     )
-    shardings = state_shardings(abstract, mesh)
     if backbone_params is not None:
         _check_backbone(backbone_params, model_config)
-        backbone_params = reshard(backbone_params, shardings.params["backbone"])
-
-    @jax.jit(out_shardings=shardings)
-    def init(backbone):
-        model = build()
-        if backbone is not None:
-            nnx.update(model.backbone, backbone)
-        params = nnx.state(model)
-        return TrainState(
-            jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.key_data(jax.random.key(seed + 1))
-        )
-
-    with jax.set_mesh(mesh):
-        return graphdef, init(backbone_params), shardings
+        params = jax.tree.map(lambda x: x, state.params)  # a new State of the same tree, then one subtree
+        params["backbone"] = reshard(backbone_params, shardings.params["backbone"])
+        state = state.replace(params=params)
+    return graphdef, state, shardings
 
 
 @dataclasses.dataclass
@@ -156,6 +140,8 @@ class Critic:
     shardings: Any
     tx: optax.GradientTransformation
     mesh: Mesh
+    values_fn: Any  # (params, model inputs) -> [B, T] values, jit'd
+    train_step: Any  # (state, minibatch) -> (state, metrics) on the value loss, jit'd and donated
 
     @classmethod
     def create(
@@ -178,42 +164,37 @@ class Critic:
         graphdef, state, shardings = init_critic_state(
             model_config, tx, mesh, seed=seed, backbone_params=backbone_params
         )
-        return cls(config, graphdef, state, shardings, tx, mesh)
+        values_fn = jax.jit(lambda params, inputs: nnx.merge(graphdef, params)(inputs))
+        clip = config.value_clip
+        if config.minibatch_size % config.microbatches:
+            raise ValueError(
+                f"critic minibatch_size={config.minibatch_size} is not divisible by "
+                f"microbatches={config.microbatches}"
+            )
+        train_step = make_train_step(
+            graphdef,
+            tx,
+            shardings,
+            mesh,
+            lambda m, b: value_loss(m, b, clip),
+            microbatches=config.microbatches,
+        )
+        return cls(config, graphdef, state, shardings, tx, mesh, values_fn, train_step)
 
     def values(self, batch: "TrajectoryBatch") -> np.ndarray:
         """[B, T] values of the batch under the current critic weights."""
-        if not hasattr(self, "_values_fn"):
-            graphdef = self.graphdef
-            self._values_fn = jax.jit(lambda params, inputs: nnx.merge(graphdef, params)(inputs))
         out, n = [], self.config.minibatch_size
         with jax.set_mesh(self.mesh):
             for i in range(0, len(batch), n):
                 inputs = {k: jnp.asarray(v[i : i + n]) for k, v in batch.model_inputs().items()}
-                out.append(np.asarray(self._values_fn(self.state.params, inputs)))
+                out.append(np.asarray(self.values_fn(self.state.params, inputs)))
         return np.concatenate(out)
-
-    @staticmethod
-    def advantages(
-        rl_config: "RLConfig", batch: "TrajectoryBatch", values: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(advantages, returns) [B, T] of the configured estimator with the critic's values (GAE's
-        returns = A + V are the value targets; an estimator without returns gives A + V too)."""
-        arrays = advantage_inputs(batch, values)
-        advantages, returns = get_advantage(rl_config.advantage)(arrays, rl_config.advantage_config)
-        if returns is None:
-            returns = (advantages + arrays["values"]) * arrays["loss_mask"]
-        return np.asarray(advantages, np.float32), np.asarray(returns, np.float32)
 
     def update(
         self, batch: "TrajectoryBatch", returns: np.ndarray, old_values: np.ndarray
     ) -> dict[str, float]:
         """Minibatch updates of the value loss toward `returns`; metrics averaged, prefixed `critic/`."""
         cfg = self.config
-        if not hasattr(self, "_train_step"):
-            clip = cfg.value_clip
-            self._train_step = make_train_step(
-                self.graphdef, self.tx, self.shardings, self.mesh, lambda m, b: value_loss(m, b, clip)
-            )
         arrays = {
             "tokens": batch.tokens,
             "loss_mask": batch.loss_mask,
@@ -222,6 +203,6 @@ class Critic:
             "old_values": np.asarray(old_values, np.float32),
         }
         self.state, metrics = minibatch_epochs(
-            self._train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
+            self.train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
         )
         return {f"critic/{k}": v for k, v in metrics.items()}

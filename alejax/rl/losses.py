@@ -2,6 +2,7 @@
 
   POLICY_LOSSES[name](inputs: LossInputs, config: LossConfig) -> (loss_per_token [B, T], metrics)
   AGGREGATIONS[name](loss_per_token, mask, config) -> scalar
+  AGGREGATION_WEIGHTS[name](mask, config) -> scalar   its denominator (how gradient accumulation weighs)
   rl_loss(inputs, config) -> (scalar, metrics)      the whole objective, composed from the named pieces
 
 Three log-probabilities stay distinct (DESIGN.md): logp = log π_θ (the only input that carries gradient),
@@ -19,8 +20,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from alejax.rl.advantages import chunk_mean, chunk_returns, chunk_sum, per_row
+from alejax.rl.advantages import chunk_mean, chunk_sum, per_row
 from alejax.rl.registry import Registry
+from alejax.train.step import LOSS_WEIGHT
 
 Array = jax.Array
 Metrics = dict[str, Array]
@@ -55,11 +57,8 @@ class LossConfig:
     gspo_clip_eps_high: float | None = 4e-4
     # topr: "token" (per-token ratio) or "sequence" (trajectory ratio, the product over its tokens)
     topr_level: str = "token"
-    # ipa_chunk (spec/ipa.md)
-    ipa_gamma: float = 0.95  # per-chunk discount γ
+    # ipa_chunk (spec/ipa.md); its G_c are the advantages (chunk_discounted: G_k = γ^(K−k)·R, Eq. 7)
     ipa_mismatch_cap: float = 5.0  # H: drop a chunk where exp(mean (log π_old − log μ)) > H
-    ipa_failure_reward: float | None = None  # R used for failed trajectories (R <= 0); None keeps R
-    ipa_returns: str = "chunk"  # "chunk": G_k = γ^(K−k)·R (Eq. 7); "advantages": the given advantages as G
     # KL to the reference and entropy bonus, added to the per-token loss by `rl_loss`
     kl_coef: float = 0.0
     kl_kind: str = "k3"
@@ -190,19 +189,15 @@ def topr(inputs: LossInputs, config: LossConfig) -> tuple[Array, Metrics]:
 def ipa_chunk(inputs: LossInputs, config: LossConfig) -> tuple[Array, Metrics]:
     """IPA (spec/ipa.md, Eq. 7-9): ℓ_t = −sg(w_c)·G_c·m_c·log π_θ(t) on the tokens of chunk c, where
     ρ_c = exp(mean_c (log π_θ − log π_old)), m_c = 1[exp(mean_c (log π_old − log μ)) <= H],
-    G_c = γ^(K−k)·R and w_c = 1 for successful trajectories (R > 0), clip(ρ_c, 0, 1) for failed ones.
+    G_c = the advantages the registry computed (chunk_discounted: γ^(K−k)·R, Eq. 7) and w_c = 1 for
+    successful trajectories (R > 0), clip(ρ_c, 0, 1) for failed ones.
     """
     mask = inputs.loss_mask.astype(jnp.float32)
     chunk_id = inputs.chunk_id
     log_rho = jax.lax.stop_gradient(chunk_mean(inputs.logp - inputs.old_logp, mask, chunk_id))
     mismatch = chunk_mean(inputs.old_logp - inputs.behaviour_logp, mask, chunk_id)
     keep = (mismatch <= math.log(config.ipa_mismatch_cap)).astype(jnp.float32)  # in log space: no overflow
-    if config.ipa_returns == "chunk":
-        returns = chunk_returns(inputs.reward, chunk_id, config.ipa_gamma, config.ipa_failure_reward)
-    elif config.ipa_returns == "advantages":
-        returns = inputs.advantages
-    else:
-        raise ValueError(f"ipa_returns must be 'chunk' or 'advantages', got {config.ipa_returns!r}")
+    returns = inputs.advantages
     success = (per_row(inputs.reward) > 0)[:, None]
     weight = jnp.where(success, 1.0, jnp.exp(jnp.minimum(log_rho, 0.0)))  # clip(ρ, 0, 1), overflow-free
     loss = -weight * returns * keep * inputs.logp * mask
@@ -256,6 +251,34 @@ def seq_mean_token_sum_norm(loss: Array, mask: Array, config: LossConfig) -> Arr
 def get_aggregation(name: str) -> AggregationFn:
     """The aggregation registered as `name` (KeyError listing the known names otherwise)."""
     return AGGREGATIONS[name]
+
+
+# What each aggregation divides by. A microbatched train step weighs each part's gradient by it
+# (`alejax.train.step.LOSS_WEIGHT`), which makes the accumulated gradient the whole batch's exactly.
+AGGREGATION_WEIGHTS: Registry = Registry("aggregation weight")
+
+
+@AGGREGATION_WEIGHTS.register("token_mean")
+def _token_mean_weight(mask: Array, config: LossConfig) -> Array:
+    return mask.sum()
+
+
+@AGGREGATION_WEIGHTS.register("seq_mean_token_mean")
+@AGGREGATION_WEIGHTS.register("seq_mean_token_sum")
+def _rows_with_tokens(mask: Array, config: LossConfig) -> Array:
+    return (mask.sum(1) > 0).sum().astype(jnp.float32)
+
+
+@AGGREGATION_WEIGHTS.register("seq_mean_token_sum_norm")
+def _rows(mask: Array, config: LossConfig) -> Array:
+    return jnp.asarray(mask.shape[0], jnp.float32)
+
+
+def aggregation_weight(mask: Array, config: LossConfig) -> Array:
+    """The denominator of `config.aggregation` on `mask`; the row count for an aggregation registered without
+    one in AGGREGATION_WEIGHTS (equal microbatches then weigh equally)."""
+    weight = AGGREGATION_WEIGHTS.get(config.aggregation, _rows)
+    return weight(mask, config)
 
 
 # -- KL to a reference, entropy --------------------------------------------------------------------------
@@ -353,7 +376,8 @@ def rl_loss(inputs: LossInputs, config: LossConfig) -> tuple[Array, Metrics]:
     """loss = aggregate( w_IS·ℓ_policy + β·KL(π_θ || π_ref) − c·H ) over the (MIS-masked) loss mask.
 
     Tokens dropped by MIS are treated as non-model tokens by the policy loss too (they leave its chunk and
-    sequence means and the aggregation's denominators).
+    sequence means and the aggregation's denominators). metrics[LOSS_WEIGHT] is that denominator, so a
+    microbatched train step gives the whole minibatch's gradient for every aggregation.
     """
     mask = inputs.loss_mask.astype(jnp.float32)
     metrics: Metrics = {}
@@ -382,4 +406,5 @@ def rl_loss(inputs: LossInputs, config: LossConfig) -> tuple[Array, Metrics]:
         metrics["entropy"] = masked_mean(inputs.entropy, mask)
     loss = aggregate(total, mask, config)
     metrics["loss"] = loss
+    metrics[LOSS_WEIGHT] = aggregation_weight(mask, config)
     return loss, metrics

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 import numpy as np
 
-from alejax.rl.advantages import get_advantage
-from alejax.rl.losses import LossInputs, imitation_loss, rl_loss
+from alejax.rl.advantages import AdvantageConfig, get_advantage
+from alejax.rl.losses import LossConfig, LossInputs, imitation_loss, rl_loss
+from alejax.rl.resample import ResampleConfig
 from alejax.train.step import token_logprobs
 
 if TYPE_CHECKING:
-    from alejax.rl.pipeline import RLConfig
     from alejax.rollout.trajectory import TrajectoryBatch
 
 
@@ -31,21 +31,28 @@ def advantage_inputs(batch: "TrajectoryBatch", values: np.ndarray | None = None)
     return arrays
 
 
-def compute_advantages(config: "RLConfig", batch: "TrajectoryBatch", old_logp: np.ndarray) -> np.ndarray:
-    """Per-token advantages [B, T] from the configured estimator (0 off the model's tokens)."""
-    advantages, _ = get_advantage(config.advantage)(advantage_inputs(batch), config.advantage_config)
-    return np.asarray(advantages, np.float32)
+def compute_advantages(
+    name: str, config: AdvantageConfig, batch: "TrajectoryBatch", values: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(advantages, returns) [B, T] of the estimator registered as `name` (0 off the model's tokens); the one
+    place every estimator runs. With the critic's `values`, returns are the value targets (an estimator
+    without returns gives A + V)."""
+    arrays = advantage_inputs(batch, values)
+    advantages, returns = get_advantage(name)(arrays, config)
+    if returns is None and values is not None:
+        returns = (advantages + arrays["values"]) * arrays["loss_mask"]
+    as_numpy = lambda x: None if x is None else np.asarray(x, np.float32)  # noqa: E731
+    return as_numpy(advantages), as_numpy(returns)
 
 
-def make_rl_loss(config: "RLConfig"):
+def make_rl_loss(loss_config: LossConfig, resample: ResampleConfig | None = None):
     """loss_fn(model, batch) -> (loss, metrics) for `make_train_step`; the batch carries the rollout's arrays.
 
-    With `config.resample` (IPA's chunk-initialized resampling) the loss is Eq. 10:
+    With resampling enabled (IPA's chunk-initialized resampling) the loss is Eq. 10:
     λ_RL · (the policy loss on resampled chunks) + λ_IL · `imitation_loss` on the batch's `il_weight`.
     """
-    loss_config = config.loss
     need_entropy = loss_config.entropy_coef > 0
-    resample = getattr(config, "resample", None)
+    resampling = resample is not None and resample.enabled
 
     def loss_fn(model, batch):
         logp, entropy = token_logprobs(model, batch)
@@ -61,9 +68,11 @@ def make_rl_loss(config: "RLConfig"):
             entropy=entropy if need_entropy else None,
         )
         loss, metrics = rl_loss(inputs, loss_config)
-        if resample is not None:
+        if resampling:
             loss = resample.lambda_rl * loss
             if resample.lambda_il > 0 and "il_weight" in batch:
+                # A mean over its own tokens: weighed by the RL term's LOSS_WEIGHT, microbatches only
+                # approximate its full-batch gradient.
                 il, il_metrics = imitation_loss(logp, batch["il_weight"])
                 loss = loss + resample.lambda_il * il
                 metrics = dict(metrics, **il_metrics)

@@ -9,8 +9,9 @@
   sync       the new weights go to the sampler (resharded to its layout)
 Every phase is timed; the metrics carry rewards, lengths, losses and the timings.
 
-With a critic (`advantage="gae"`), a `values` phase runs before the advantages and a `critic` phase
-trains the value model on the returns after the policy update.
+Advantages are computed in one place for every estimator (the `advantages` phase); with a critic
+(`advantage="gae"`) a `values` phase runs before it and a `critic` phase trains the value model on the
+returns after the policy update.
 
 Async mode (`max_policy_version_gap >= 1`, `step(seeds, next_task_seeds)`): right after this step's
 rollout is taken, the rollout of the next step starts in a background thread with the sampler's current
@@ -37,7 +38,7 @@ import optax
 from flax import nnx
 
 from alejax.data.tokenizer import Tokenizer
-from alejax.envs.base import EnvPool
+from alejax.envs.pools import EnvPool
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
 from alejax.rl.advantages import AdvantageConfig
@@ -45,7 +46,7 @@ from alejax.rl.losses import LossConfig
 from alejax.rl.objective import compute_advantages, make_rl_loss
 from alejax.rl.resample import ChunkResampler, ResampleConfig, Teacher
 from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
-from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
+from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler, build_rollout
 from alejax.rollout.trajectory import TrajectoryBatch, collate
 from alejax.train.state import TrainState
 from alejax.train.step import make_train_step, minibatch_epochs, token_logprobs
@@ -62,7 +63,7 @@ class RLConfig:
     loss: LossConfig = LossConfig()  # policy loss and aggregation by name, KL (kl_coef > 0 keeps a reference)
     filter_zero_variance_groups: bool = True
     max_policy_version_gap: int = 0  # 0: synchronous; >= 1: the next rollout overlaps this step's training
-    resample: ResampleConfig | None = None  # IPA's chunk-initialized resampling (alejax.rl.resample)
+    resample: ResampleConfig = ResampleConfig()  # IPA's chunk-initialized resampling, when enabled
 
     def __post_init__(self):
         if self.max_policy_version_gap < 0:
@@ -114,16 +115,18 @@ class RLPipeline:
     mesh: jax.sharding.Mesh
     sampler: Sampler
     scheduler: RolloutScheduler
-    loss_fn: Callable
+    env_pool: EnvPool  # closed with the pipeline
+    train_step: Callable  # (state, minibatch) -> (state, metrics): jit'd, sharded, donated
+    logprob_fn: Callable  # (params, model inputs) -> [B, T] token log-probs, jit'd
     reference_params: Any = None
     infer_shardings: Any = None
     reward_worker: Callable | None = None  # e.g. alejax.reward.worker.RewardWorker: adds RM scores to rewards
     policy_version: int = 0  # optimizer steps taken by the trainer (one per RL step that updated)
     critic: Any = None  # alejax.rl.critic.Critic: the value model GAE needs
     sampler_version: int = 0  # the policy version whose weights the sampler holds
+    resampler: ChunkResampler | None = None  # with config.resample.enabled: picks requests, sees trajectories
     _pending: Any = dataclasses.field(default=None, repr=False)  # (seeds, future) of the rollout in flight
     _executor: Any = dataclasses.field(default=None, repr=False)
-    resampler: ChunkResampler | None = None  # with config.resample: picks requests, sees the trajectories
 
     @classmethod
     def build(
@@ -146,34 +149,43 @@ class RLPipeline:
         infer_mesh: jax.sharding.Mesh | None = None,
         critic: Any = None,
         teacher: Teacher | None = None,
+        microbatches: int = 1,
     ) -> "RLPipeline":
         """`infer_mesh` (from `alejax.parallel.place_roles`) puts the sampler on its own devices and layout;
         by default it shares the trainer's mesh (colocated). `critic` (`alejax.rl.critic.Critic`, on the
-        critic role's mesh) is required by `advantage="gae"`."""
+        critic role's mesh) is required by `advantage="gae"`. `microbatches`: each minibatch update
+        accumulates gradients over that many parts (`make_train_step`); the policy loss reports its
+        aggregation's denominator, so every aggregation gives the minibatch's gradient (IPA's imitation term,
+        a mean over its own tokens, only approximately)."""
         if config.advantage == "gae" and critic is None:
             raise ValueError("advantage='gae' needs a value model: pass critic=alejax.rl.critic.Critic(...)")
+        if config.minibatch_size % microbatches:
+            raise ValueError(
+                f"rl.minibatch_size={config.minibatch_size} is not divisible by microbatches={microbatches}"
+            )
         infer_mesh = infer_mesh or mesh
         infer_shardings = state_shardings(state.params, infer_mesh)
         # The sampler owns a copy of the weights in its own layout (never the trainer's donated buffers).
-        model = nnx.merge(graphdef, reshard(state.params, infer_shardings))
-        sampler = Sampler(
-            model,
-            config.groups_per_step * config.group_size,
-            max_length,
-            sampling or SamplingConfig(1.0),
-            stop_ids=[tokenizer.eos_id],
-            mesh=infer_mesh,
-        )
-        scheduler = RolloutScheduler(
-            sampler,
+        scheduler = build_rollout(
+            nnx.merge(graphdef, reshard(state.params, infer_shardings)),
             tokenizer,
             env_pool,
+            batch_size=config.groups_per_step * config.group_size,
+            max_length=max_length,
+            sampling=sampling,
+            rollout=rollout,
             system_prompt=system_prompt,
             tools=tools,
-            config=rollout or RolloutConfig(),
+            mesh=infer_mesh,
             seed=seed,
         )
         reference = reshard(state.params, shardings.params) if config.loss.kl_coef > 0 else None
+        loss_fn = make_rl_loss(config.loss, config.resample)
+
+        @jax.jit
+        def logprob_fn(params, inputs):
+            return token_logprobs(nnx.merge(graphdef, params), inputs)[0]
+
         return cls(
             config,
             graphdef,
@@ -181,13 +193,15 @@ class RLPipeline:
             shardings,
             tx,
             mesh,
-            sampler,
+            scheduler.sampler,
             scheduler,
-            make_rl_loss(config),
+            env_pool,
+            make_train_step(graphdef, tx, shardings, mesh, loss_fn, microbatches=microbatches),
+            logprob_fn,
             reference,
             infer_shardings,
             critic=critic,
-            resampler=ChunkResampler(config.resample, teacher) if config.resample is not None else None,
+            resampler=ChunkResampler(config.resample, teacher) if config.resample.enabled else None,
         )
 
     # -- the step --------------------------------------------------------------------------------------
@@ -199,7 +213,7 @@ class RLPipeline:
             trajectories, rollout_stats, rollout_wall = self._take_rollout(task_seeds)
         if self.sampler_version < self.policy_version:  # a sync deferred while a rollout was in flight
             with timed(seconds, "sync"):
-                self._sync()
+                self.sync()
         overlapping = cfg.max_policy_version_gap > 0 and next_task_seeds is not None
         if overlapping:
             self._launch_rollout(next_task_seeds)
@@ -244,12 +258,13 @@ class RLPipeline:
                 )
             with timed(seconds, "old_logp"):
                 old_logp = self._logprobs(self.state.params, batch)
-            values = advantages = returns = None
+            values = None
             if self.critic is not None:
                 with timed(seconds, "values"):
                     values = self.critic.values(batch)
-                with timed(seconds, "advantages"):
-                    advantages, returns = self.critic.advantages(cfg, batch, values)
+            with timed(seconds, "advantages"):
+                advantages, returns = compute_advantages(cfg.advantage, cfg.advantage_config, batch, values)
+            metrics.update(advantage_metrics(advantages, batch.loss_mask))
             with timed(seconds, "train"):
                 metrics.update(self._train(batch, old_logp, ref_logp, advantages))
             self.policy_version += 1
@@ -258,7 +273,7 @@ class RLPipeline:
                     metrics.update(self.critic.update(batch, returns, values))
             if not overlapping:  # with a rollout in flight, the next step syncs once it is in
                 with timed(seconds, "sync"):
-                    self._sync()
+                    self.sync()
         else:
             metrics["skipped_update"] = 1.0
         seconds["idle"] = max(0.0, time.perf_counter() - start - sum(seconds.values()))  # bookkeeping between
@@ -298,36 +313,56 @@ class RLPipeline:
             )
         return result
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         """The trainer's weights, copied to the sampler's layout (never its donated buffers)."""
         self.sampler.update_params(reshard(self.state.params, self.infer_shardings))
         self.sampler_version = self.policy_version
 
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint_tree(self) -> dict:
+        """The arrays a checkpoint holds: the actor's train state, the critic's and the reference weights."""
+        tree = {"actor": self.state}
+        if self.critic is not None:
+            tree["critic"] = self.critic.state
+        if self.reference_params is not None:
+            tree["reference"] = self.reference_params
+        return tree
+
+    def checkpoint_extra(self) -> dict:
+        """What a checkpoint holds besides arrays: the trainer's version and the sampler's random key."""
+        key_data = np.asarray(jax.random.key_data(self.scheduler.rng))
+        return {"policy_version": self.policy_version, "sampler_key": key_data.tolist()}
+
+    def load_checkpoint(self, tree: dict, extra: dict) -> None:
+        """Puts a restored `checkpoint_tree()` and its extra back, and syncs the sampler."""
+        self.state = tree["actor"]
+        if "critic" in tree:
+            self.critic.state = tree["critic"]
+        if "reference" in tree:
+            self.reference_params = tree["reference"]
+        self.policy_version = int(extra["policy_version"])
+        self.scheduler.rng = jax.random.wrap_key_data(np.asarray(extra["sampler_key"], np.uint32))
+        self.sync()
+
     def close(self) -> None:
-        """Waits for a rollout in flight (its env episodes release cleanly) and stops the rollout thread."""
+        """Waits for a rollout in flight (its env episodes release cleanly), stops the rollout thread and
+        closes the env pool."""
         if self._pending is not None:
             self._pending[1].exception()
             self._pending = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        self.env_pool.close()
 
     # -- pieces ------------------------------------------------------------------------------------------
     def _logprobs(self, params, batch: TrajectoryBatch) -> np.ndarray:
-        if not hasattr(self, "_logprob_fn"):
-            graphdef = self.graphdef
-
-            @jax.jit
-            def logprob_fn(params, inputs):
-                return token_logprobs(nnx.merge(graphdef, params), inputs)[0]
-
-            self._logprob_fn = logprob_fn
         out = []
         n = self.config.minibatch_size
         with jax.set_mesh(self.mesh):
             for i in range(0, len(batch), n):
                 inputs = {k: jnp.asarray(v[i : i + n]) for k, v in batch.model_inputs().items()}
-                out.append(np.asarray(self._logprob_fn(params, inputs)))
+                out.append(np.asarray(self.logprob_fn(params, inputs)))
         return np.concatenate(out)
 
     def _train(
@@ -335,15 +370,9 @@ class RLPipeline:
         batch: TrajectoryBatch,
         old_logp: np.ndarray,
         ref_logp: np.ndarray | None,
-        advantages: np.ndarray | None = None,
+        advantages: np.ndarray,
     ) -> dict[str, float]:
         cfg = self.config
-        if advantages is None:
-            advantages = compute_advantages(cfg, batch, old_logp)
-        if not hasattr(self, "_train_step"):
-            self._train_step = make_train_step(
-                self.graphdef, self.tx, self.shardings, self.mesh, self.loss_fn
-            )
         arrays = {
             "tokens": batch.tokens,
             "loss_mask": batch.loss_mask,
@@ -359,6 +388,20 @@ class RLPipeline:
         if self.resampler is not None:
             arrays["il_weight"] = batch.il_weight
         self.state, metrics = minibatch_epochs(
-            self._train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
+            self.train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
         )
         return metrics
+
+
+def advantage_metrics(advantages: np.ndarray, loss_mask: np.ndarray) -> dict[str, float]:
+    """How much signal the batch carries: the advantages' spread and the share of model tokens they weight."""
+    on = np.asarray(loss_mask) > 0
+    values = np.asarray(advantages)[on]
+    if values.size == 0:
+        return {}
+    return {
+        "advantage_mean": float(values.mean()),
+        "advantage_std": float(values.std()),
+        "advantage_abs_max": float(np.abs(values).max()),
+        "nonzero_advantage_fraction": float(np.mean(np.abs(values) > 1e-8)),
+    }

@@ -35,6 +35,9 @@ REFRESH = ("shortest", "latest", "none")
 
 @dataclasses.dataclass(frozen=True)
 class ResampleConfig:
+    enabled: bool = (
+        False  # on: groups start from the expert's prefixes (pair with loss.policy_loss=ipa_chunk)
+    )
     anchors_per_task: int = 4  # parallel: anchors one task's group spreads over, evenly from 1 to K*
     schedule: str = "parallel"  # "parallel" initialization or "sequential" rollback
     mastery: float = 0.75  # sequential: move the anchor back one chunk once its success rate reaches this
@@ -73,7 +76,7 @@ def env_teacher(
     max_turns: int = 50,
 ) -> Teacher:
     """A teacher from the env's scripted policy: the actions of its episode on the seed, if it succeeds."""
-    from alejax.train.sft import expert_episodes  # the agent loop is only needed when a teacher is used
+    from alejax.data.episodes import expert_episodes  # the agent loop is only needed when a teacher is used
 
     def teach(seed: int) -> list[str] | None:
         chats = expert_episodes(

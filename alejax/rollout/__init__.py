@@ -1,6 +1,6 @@
 """Rollout: the jit'd sampler on the shared model and the multi-turn slot scheduler that calls envs."""
 
-from alejax.rollout.policy import load_policy
+from alejax.rollout.model_policy import load_policy
 from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length, sample_logits
 from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler, RolloutStats
 from alejax.rollout.trajectory import Trajectory, TrajectoryBatch, collate

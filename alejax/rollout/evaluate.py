@@ -14,9 +14,9 @@ import numpy as np
 from flax import nnx
 
 from alejax.data.tokenizer import Tokenizer
-from alejax.envs.base import ThreadEnvPool
-from alejax.rollout.sampler import Sampler, SamplingConfig
-from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler
+from alejax.envs.pools import ThreadEnvPool
+from alejax.rollout.sampler import SamplingConfig
+from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, build_rollout
 from alejax.rollout.trajectory import Trajectory
 
 GREEDY = SamplingConfig(temperature=0.0)
@@ -69,23 +69,19 @@ def evaluate_policy(
     pool_size: int = 8,
 ) -> tuple[dict[str, float], list[Trajectory]]:
     """Plays one episode per task seed with `params` (greedy by default) and summarizes them."""
-    sampler = Sampler(
-        nnx.merge(graphdef, params),
-        min(batch_size, len(task_seeds)),
-        max_length,
-        sampling,
-        stop_ids=[tokenizer.eos_id],
-        mesh=mesh,
-    )
     pool = ThreadEnvPool(env_factory, pool_size)
     try:
-        scheduler = RolloutScheduler(
-            sampler,
+        scheduler = build_rollout(
+            nnx.merge(graphdef, params),
             tokenizer,
             pool,
+            batch_size=min(batch_size, len(task_seeds)),
+            max_length=max_length,
+            sampling=sampling,
+            rollout=rollout,
             system_prompt=system_prompt,
             tools=tools,
-            config=rollout or RolloutConfig(),
+            mesh=mesh,
             seed=seed,
         )
         trajectories, _ = scheduler.collect([EpisodeRequest(int(s), i) for i, s in enumerate(task_seeds)])

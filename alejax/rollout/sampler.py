@@ -97,12 +97,9 @@ def _nucleus_without_sort(logits: jax.Array, top_p: float, iterations: int = 30)
 
 def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array) -> jax.Array:
     """One uniform per row against the CDF: on CPU, Gumbel noise for every vocabulary entry cost more than
-    the model's own decode step. `rng`: one key, or one key per row (shape [B] for logits [B, V])."""
+    the model's own decode step. `rng`: one key per row (shape [B] for logits [B, V])."""
     cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-    if rng.ndim:  # a key per row
-        u = jax.vmap(lambda key: jax.random.uniform(key, (1,), dtype=cdf.dtype))(rng)
-    else:
-        u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), dtype=cdf.dtype)
+    u = jax.vmap(lambda key: jax.random.uniform(key, (1,), dtype=cdf.dtype))(rng)
     u = u * cdf[..., -1:]
     return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1)
 
@@ -181,7 +178,8 @@ class Sampler:
     def prefill(self, cache: KVCache, chunks: Sequence[Sequence[int] | None], starts: Sequence[int], rng):
         """Write chunks[b] at positions starts[b].. (None or empty = row untouched); `rng`: a key per row.
 
-        Returns (cache, next_token [B], next_logp [B]) as host numpy arrays for the rows' next token.
+        Returns (cache, next_token [B], next_logp [B]) for the rows' next token (device arrays, sharded
+        like the rows; read them with `np.asarray` on one host).
         """
         self._check_keys(rng)
         lengths = np.array([0 if c is None else len(c) for c in chunks], np.int32)

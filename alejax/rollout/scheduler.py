@@ -37,8 +37,8 @@ import numpy as np
 
 from alejax.agent.chat import EpisodeChat
 from alejax.data.tokenizer import Tokenizer
-from alejax.envs.base import EnvPool
-from alejax.rollout.sampler import Sampler
+from alejax.envs.pools import EnvPool
+from alejax.rollout.sampler import Sampler, SamplingConfig
 from alejax.rollout.trajectory import Trajectory
 
 
@@ -392,3 +392,33 @@ class RolloutScheduler:
             return
         slot.future = self.pool.step(slot.trajectory.episode_id, slot.action_text)
         slot.state = SlotState.WAIT_ENV
+
+
+def build_rollout(
+    model,
+    tokenizer: Tokenizer,
+    env_pool: EnvPool,
+    *,
+    batch_size: int,
+    max_length: int,
+    sampling: SamplingConfig | None = None,
+    rollout: RolloutConfig | None = None,
+    system_prompt: str = "",
+    tools: list[dict] | None = None,
+    mesh=None,
+    seed: int = 0,
+) -> RolloutScheduler:
+    """A sampler of `batch_size` rows over `model` (decoding stops at the tokenizer's end of turn) and the
+    scheduler that plays `env_pool`'s episodes with it: what RL, evaluation and benches all build."""
+    sampler = Sampler(
+        model, batch_size, max_length, sampling or SamplingConfig(1.0), stop_ids=[tokenizer.eos_id], mesh=mesh
+    )
+    return RolloutScheduler(
+        sampler,
+        tokenizer,
+        env_pool,
+        system_prompt=system_prompt,
+        tools=tools,
+        config=rollout or RolloutConfig(),
+        seed=seed,
+    )

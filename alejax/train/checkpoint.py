@@ -521,14 +521,16 @@ class Checkpointer:
         return f"Checkpointer({str(self._directory)!r}, keep={self._keep}, async_save={self._async})"
 
 
-def resume(checkpointer: Checkpointer, state: Any, data_iter: Any = None) -> Any:
-    """`state` restored from the latest good checkpoint (in `state`'s own layout), with the data iterator
-    put back where it was; `state` unchanged on a fresh run. The one resume path of every training job."""
+def resume(checkpointer: Checkpointer, state: Any, data_iter: Any = None) -> tuple[Any, Any, int]:
+    """(state, extra, step): `state` restored from the latest good checkpoint (in `state`'s own layout, any
+    pytree) with the data iterator put back where it was, the `extra` saved with it and its step;
+    (state, None, 0) on a fresh run. The resume path of every training job (the LM / SFT loop, the rm job,
+    the RL job's pipeline)."""
     restored = checkpointer.restore(state)
     if restored is None:
-        return state
+        return state, None, 0
     state, extra, step = restored
     if data_iter is not None and isinstance(extra, dict) and "data_iter" in extra:
         data_iter.set_state(extra["data_iter"])
     print(f"resumed from checkpoint step {step}", flush=True)
-    return state
+    return state, extra, int(step)

@@ -1,167 +1,78 @@
-"""SFT data from episodes: token ids and a loss mask on the model's own turns, rendered exactly as rollout
-renders them (`agent.chat.EpisodeChat`), so what SFT teaches is what the sampler will be asked to continue."""
+"""SFT on an env's scripted-expert episodes, the stage the sft, rl and quickstart jobs share: expert chats ->
+tokenizer -> packed rows with a loss mask on the model's turns -> the next-token loop (`train/loop.py`).
+
+`config` keys (configs/sft.py; the rl job's `sft` section shares its env, expert, tokenizer and model):
+seed, workdir, env {name, kwargs, system_prompt, render_tools}, expert (the scripted policy's kwargs),
+tokenizer.dir, model, mesh, data {n_episodes, first_seed, successful_only, seq_len, batch_size,
+eval_fraction}, optim, steps and the log / eval / checkpoint cadence.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
 
 import numpy as np
 from ml_collections import ConfigDict
 
-from alejax.agent.chat import EpisodeChat
-from alejax.agent.loop import run_episode
-from alejax.data.packing import pack_documents
-from alejax.data.tokenizer import Tokenizer
+from alejax.config import model_config_from, system_prompt_of
+from alejax.data.episodes import (
+    episode_tokens,
+    episodes_tokenizer,
+    expert_episodes,
+    sft_rows,
+    with_system_prompt,
+)
+from alejax.data.tokenizer import load_or_train_tokenizer
 from alejax.envs.base import make
+from alejax.train.loop import fit_next_token
 
 
-def episode_tokens(
-    tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None = None
-) -> tuple[list[int], list[int]]:
-    """(tokens, loss_mask) of a finished chat: the mask covers each assistant turn and its end-of-turn token.
-
-    `messages`: optional system, the first observation, then assistant / observation turns. Observation
-    roles are kept (tool or user). Observations after the last assistant turn are dropped: rollout never
-    renders the terminal observation either, so the two token layouts stay identical.
-    """
-    while messages and messages[-1]["role"] != "assistant":
-        messages = messages[:-1]
-    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    turns = messages[1:] if system else list(messages)
-    if not turns or turns[0]["role"] == "assistant":
-        raise ValueError(
-            "an episode starts with an observation (user or tool message) after the system prompt"
-        )
-    chat = EpisodeChat(tokenizer, system, tools)
-    tokens = tokenizer.encode(chat.start(turns[0]["content"], role=turns[0]["role"]))
-    mask = [0] * len(tokens)
-    rest = turns[1:]
-    for i, message in enumerate(rest):
-        if message["role"] != "assistant":
-            continue
-        answer = tokenizer.encode(message["content"]) + [tokenizer.eos_id]
-        tokens += answer
-        mask += [1] * len(answer)
-        following = rest[i + 1] if i + 1 < len(rest) else None
-        if following is not None and following["role"] != "assistant":
-            context = tokenizer.encode(
-                chat.add_turn(message["content"], following["content"], role=following["role"])
-            )
-        else:
-            chat.add_final_turn(message["content"])
-            rendered, text = chat.render(), tokenizer.decode(tokens)
-            context = tokenizer.encode(rendered[len(text) :]) if rendered.startswith(text) else []
-        tokens += context
-        mask += [0] * len(context)
-    return tokens, mask
-
-
-def expert_episodes(
-    env_name: str,
-    seeds: Iterable[int],
-    *,
-    env_kwargs: dict[str, Any] | None = None,
-    max_turns: int = 50,
-    successful_only: bool = True,
-    policy_kwargs: dict[str, Any] | None = None,
-) -> list[list[dict]]:
-    """Chats of the env's scripted policy (every alejax env has one), optionally only the successful ones.
-    `policy_kwargs` go to the env's `scripted_policy` (e.g. compact=True for one-line `NAME ARG` actions)."""
-    env = make(env_name, **(env_kwargs or {}))
-    chats = []
-    for seed in seeds:
-        policy = lambda env: env.scripted_policy(**(policy_kwargs or {}))  # noqa: E731
-        episode = run_episode(env, policy, seed, max_turns=max_turns, policy_needs_env=True)
-        if episode.reward > 0 or not successful_only:
-            chats.append(episode.messages)
-    return chats
-
-
-# -- the SFT job ----------------------------------------------------------------------------------------
-def episodes_tokenizer(
-    chats: list[list[dict]], vocab_size: int, tools: list[dict] | None = None
-) -> Tokenizer:
-    """A byte-level BPE trained on the chats as the model will see them (chat template included, so the
-    template's own words become single tokens)."""
-    from alejax.data.tokenizer import DEFAULT_CHAT_TEMPLATE, render_chat_template, train_bpe
-
-    rendered = (render_chat_template(DEFAULT_CHAT_TEMPLATE, chat, tools=tools) for chat in chats)
-    return train_bpe(rendered, vocab_size=vocab_size)
-
-
-def sft_rows(
-    tokenizer: Tokenizer, chats: list[list[dict]], seq_len: int, tools: list[dict] | None = None
-) -> tuple[dict[str, np.ndarray], int]:
-    """Packed rows (loss on the assistant turns only) and how many episodes had to be split across rows."""
-    encoded = [episode_tokens(tokenizer, chat, tools) for chat in chats]
-    too_long = sum(len(tokens) > seq_len for tokens, _ in encoded)
-    rows = pack_documents([t for t, _ in encoded], seq_len, loss_masks=[m for _, m in encoded])
-    return rows, too_long
-
-
-def with_system_prompt(chats: list[list[dict]], system_prompt: str | None) -> list[list[dict]]:
-    """`system_prompt` replaces each chat's system message ("" drops it; None keeps the env's)."""
-    if system_prompt is None:
-        return chats
-    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [head + [m for m in chat if m["role"] != "system"] for chat in chats]
-
-
-def run(config: ConfigDict) -> dict[str, float]:
-    """The `sft` job: `train_sft`, then the model in Hugging Face format under `workdir/model` (with its
-    tokenizer), loadable by `alejax.rollout.policy.load_policy` and the agent CLI."""
-    from flax import nnx
-
-    from alejax.models.hf import save_pretrained
-
-    graphdef, params, tokenizer, last = train_sft(config)
-    model_dir = os.path.join(config.workdir, "model")
-    save_pretrained(nnx.merge(graphdef, params), model_dir, eos_token_id=tokenizer.eos_id)
-    tokenizer.save(model_dir)
-    print(f"model saved to {model_dir}", flush=True)
-    return {**last, "model_dir": model_dir}
-
-
-def train_sft(config: ConfigDict):
-    """SFT on an env's scripted-expert episodes: chats -> BPE (kept in `workdir/tokenizer`) -> packed rows
-    with loss masks -> the shared next-token loop (grain state in every checkpoint, so a rerun resumes
-    mid-epoch; a finished run just loads). Returns (graphdef, params, tokenizer, last metrics)."""
-    from alejax.train.pretrain import fit_packed_rows, model_config_from
-
-    workdir = config.workdir
-    os.makedirs(workdir, exist_ok=True)
-    env_kwargs = config.env_kwargs.to_dict()
-    env = make(config.env, **env_kwargs)
-    n = config.data.n_episodes
+def sft_episodes(config: ConfigDict):
+    """(chats, tools, tokenizer) of the SFT stage: the expert's episodes with the configured system prompt,
+    the tool schemas when rendered, and the tokenizer (`tokenizer.dir`, else the one saved in
+    `workdir/tokenizer`, else a BPE trained on these chats and saved there)."""
+    env_name, env_kwargs = config.env.name, config.env.kwargs.to_dict()
+    env = make(env_name, **env_kwargs)
+    d = config.data
     chats = expert_episodes(
-        config.env,
-        range(config.data.first_seed, config.data.first_seed + n),
+        env_name,
+        range(d.first_seed, d.first_seed + d.n_episodes),
         env_kwargs=env_kwargs,
+        successful_only=d.successful_only,
         policy_kwargs=config.expert.to_dict(),
     )
     if not chats:
-        raise RuntimeError(f"the scripted expert of {config.env!r} succeeded on none of {n} episodes")
-    chats = with_system_prompt(chats, config.system_prompt if config.system_prompt != "env" else None)
-    tools = env.tools if config.render_tools else None
-    saved = os.path.join(workdir, "tokenizer")
-    if os.path.exists(os.path.join(saved, "tokenizer.json")):
-        tokenizer = Tokenizer.from_dir(saved)
-    else:
-        tokenizer = episodes_tokenizer(chats, config.model.vocab_size, tools)
-        tokenizer.save(saved)
-    n_eval = max(1, int(len(chats) * config.data.eval_fraction))
-    train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], config.data.seq_len, tools)
-    eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], config.data.seq_len, tools)
-    model_config = model_config_from(config, vocab_size=max(config.model.vocab_size, tokenizer.vocab_size))
+        raise RuntimeError(
+            f"the scripted expert of {env_name!r} succeeded on none of {d.n_episodes} episodes"
+        )
+    chats = with_system_prompt(chats, system_prompt_of(config.env, env))
+    tools = env.tools if config.env.render_tools else None
+    tokenizer = load_or_train_tokenizer(
+        config.tokenizer.dir,
+        config.workdir,
+        lambda: episodes_tokenizer(chats, config.model.vocab_size, tools),
+    )
+    return chats, tools, tokenizer
+
+
+def train_sft(config: ConfigDict):
+    """Returns (graphdef, params, tokenizer, last metrics); the tokenizer is kept in `workdir/tokenizer` and
+    every checkpoint carries the grain state, so a rerun resumes mid-epoch (a finished run just loads)."""
+    workdir, d = config.workdir, config.data
+    os.makedirs(workdir, exist_ok=True)
+    chats, tools, tokenizer = sft_episodes(config)
+    n_eval = max(1, int(len(chats) * d.eval_fraction))
+    train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], d.seq_len, tools)
+    eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], d.seq_len, tools)
+    model_config = model_config_from(config.model, tokenizer)
     mean_tokens = float(np.mean([len(episode_tokens(tokenizer, c, tools)[0]) for c in chats[:50]]))
     print(
-        f"sft data: {len(chats)}/{n} successful expert episodes of {config.env} (~{mean_tokens:.0f} tokens each; "
-        f"{too_long} split across rows) -> {len(train_rows['tokens'])} rows of {config.data.seq_len}; "
+        f"sft data: {len(chats)}/{d.n_episodes} expert episodes of {config.env.name} (~{mean_tokens:.0f} tokens "
+        f"each; {too_long} split across rows) -> {len(train_rows['tokens'])} rows of {d.seq_len}; "
         f"model {model_config.num_params() / 1e6:.2f}M params",
         flush=True,
     )
-    graphdef, state, last = fit_packed_rows(
-        config, workdir, model_config, train_rows, eval_rows, title=f"SFT on {config.env}"
+    graphdef, state, last = fit_next_token(
+        config, workdir, model_config, train_rows, eval_rows, title=f"SFT on {config.env.name}"
     )
     return graphdef, state.params, tokenizer, last

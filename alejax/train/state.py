@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -12,7 +12,6 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alejax.models.config import ModelConfig
-from alejax.models.init import abstract_model
 from alejax.models.transformer import Transformer
 from alejax.parallel.rules import state_shardings
 
@@ -69,33 +68,35 @@ def make_optimizer(
     )
 
 
-def _abstract_train_state(config: ModelConfig, tx: optax.GradientTransformation):
-    graphdef, params = nnx.split(abstract_model(config))
-    opt_state = jax.eval_shape(tx.init, params)
-    state = TrainState(
+def optimizer_from(optim, total_steps: int) -> optax.GradientTransformation:
+    """`make_optimizer` from a config's `optim` section (learning_rate, warmup_steps, weight_decay, grad_clip,
+    schedule, ...: the same keys in every job). `microbatches` is left out: gradient accumulation belongs to
+    the train step (`make_train_step(microbatches=...)`), not to the optimizer."""
+    return make_optimizer(total_steps=total_steps, **{k: v for k, v in optim.items() if k != "microbatches"})
+
+
+def create_train_state(
+    build: Callable[[nnx.Rngs], nnx.Module],
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    seed: int = 0,
+    rules=None,
+):
+    """(graphdef, TrainState, shardings) of the module `build(rngs)` makes, every array created directly in
+    its sharded layout (optimizer moments follow their parameter's). The one way every job, the critic and
+    the reward model make a train state."""
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(seed))))
+    abstract = TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
-        params=params,
-        opt_state=opt_state,
+        params=abstract_params,
+        opt_state=jax.eval_shape(tx.init, abstract_params),
         rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
     )
-    return graphdef, state
-
-
-def train_state_shardings(config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, rules=None):
-    """(graphdef, shardings of the TrainState): optimizer moments follow their parameter's layout."""
-    graphdef, abstract = _abstract_train_state(config, tx)
-    return graphdef, state_shardings(abstract, mesh, rules)
-
-
-def init_train_state(
-    config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0, rules=None
-):
-    """Returns (graphdef, TrainState) with every array created directly in its sharded layout."""
-    graphdef, shardings = train_state_shardings(config, tx, mesh, rules)
+    shardings = state_shardings(abstract, mesh, rules)
 
     @jax.jit(out_shardings=shardings)
     def init():
-        params = nnx.split(Transformer(config, rngs=nnx.Rngs(seed)))[1]
+        params = nnx.split(build(nnx.Rngs(seed)))[1]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -104,7 +105,14 @@ def init_train_state(
         )
 
     with jax.set_mesh(mesh):
-        return graphdef, init()
+        return graphdef, init(), shardings
+
+
+def init_train_state(
+    config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0, rules=None
+):
+    """(graphdef, TrainState, shardings) of the policy Transformer of `config`."""
+    return create_train_state(lambda rngs: Transformer(config, rngs=rngs), tx, mesh, seed, rules)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alejax.models.transformer import Transformer
 from alejax.parallel.distributed import global_batch_from_full
@@ -57,13 +57,18 @@ def target_weights(batch: Batch) -> jax.Array:
     return weights.at[:, 0].set(0.0)
 
 
+# A loss_fn that is a mean reports its denominator (e.g. its number of loss tokens) under this metric key, so
+# `make_train_step` can weigh microbatches to give exactly the full batch's gradient.
+LOSS_WEIGHT = "loss_weight"
+
+
 def next_token_loss(model: Transformer, batch: Batch):
-    """Mean negative log-likelihood over weighted target tokens, and metrics."""
+    """Mean negative log-likelihood over weighted target tokens, and metrics (LOSS_WEIGHT: the tokens' weight)."""
     logp, _ = token_logprobs(model, batch)
     weights = target_weights(batch)
     n_tokens = jnp.maximum(weights.sum(), 1.0)
     loss = -(logp * weights).sum() / n_tokens
-    return loss, {"loss": loss, "n_tokens": weights.sum()}
+    return loss, {"loss": loss, LOSS_WEIGHT: weights.sum()}
 
 
 def batch_shardings(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, NamedSharding]:
@@ -72,6 +77,30 @@ def batch_shardings(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, NamedShar
         k: NamedSharding(mesh, logical_to_spec(("batch", "length")[: v.ndim], v.shape, mesh))
         for k, v in batch.items()
     }
+
+
+def split_microbatches(batch: Batch, microbatches: int, mesh: Mesh) -> dict[str, jax.Array]:
+    """[B, ...] arrays -> [k, B/k, ...] (inside jit). Microbatch i holds rows i, i + k, i + 2k, ...: each
+    device's block of rows then splits in place, and every microbatch stays spread over the batch axes as
+    the full batch is (a contiguous split would put a microbatch on a fraction of the devices)."""
+
+    def split(x):
+        stacked = jnp.swapaxes(x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]), 0, 1)
+        names = ("batch", "length")[: x.ndim]
+        spec = logical_to_spec(names, stacked.shape[1:], mesh)
+        return jax.lax.with_sharding_constraint(stacked, NamedSharding(mesh, PartitionSpec(None, *spec)))
+
+    return {k: split(v) for k, v in batch.items()}
+
+
+def check_microbatches(batch: Mapping[str, Any], microbatches: int) -> None:
+    """A ValueError naming the array whose rows do not split into `microbatches` equal parts."""
+    for k, v in batch.items():
+        if v.shape[0] % microbatches:
+            raise ValueError(
+                f"batch[{k!r}] has {v.shape[0]} rows, not divisible by microbatches={microbatches}: "
+                "pick a batch size that is a multiple of microbatches"
+            )
 
 
 LossFn = Callable[[Transformer, Batch], tuple[jax.Array, dict[str, jax.Array]]]
@@ -86,20 +115,69 @@ def make_train_step(
     *,
     loss_needs_state: bool = False,
     grad_metrics: Callable[[Any], dict[str, jax.Array]] | None = None,
+    microbatches: int = 1,
 ):
     """`step(state, batch) -> (state, metrics)`: jit'd with explicit in/out shardings and donated state.
 
     The batch's shardings come from the rule table and the batch's shapes; one compilation per shape.
     `loss_needs_state`: loss_fn(model, batch, state) sees the (traced) step and RNG, e.g. for a schedule
     inside the loss. `grad_metrics(grads)` adds metrics read off the gradients (e.g. per-group norms).
-    """
 
-    def step(state: TrainState, batch: Batch):
+    `microbatches = k > 1` accumulates gradients over k equal microbatches of the batch (a `lax.scan`: one
+    compiled body, one microbatch's activations in memory) before one optimizer update. Microbatch i's
+    gradient and metrics weigh w_i / Σ w, w_i its metrics[LOSS_WEIGHT] (1 when the loss reports none): for a
+    loss Σ(per-row terms) / w — token means, sequence means with w = rows — the accumulated gradient is the
+    full batch's, up to float rounding; a loss with batch-wide statistics (e.g. independence penalties) is only
+    approximated. LOSS_WEIGHT itself is summed (the full batch's count). With `loss_needs_state`, microbatch i
+    sees state.rng folded with i, so its random draws differ from the others'.
+    """
+    if microbatches < 1:
+        raise ValueError(f"microbatches must be >= 1, got {microbatches}")
+
+    def loss_and_grads(state: TrainState, batch: Batch):
         def loss_of(params):
             model = nnx.merge(graphdef, params)
             return loss_fn(model, batch, state) if loss_needs_state else loss_fn(model, batch)
 
-        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        return grads, metrics
+
+    def accumulated_grads(state: TrainState, batch: Batch):
+        def one_microbatch(grad_sum, indexed):
+            index, microbatch = indexed
+            micro_state = state
+            if loss_needs_state:
+                key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), index)
+                micro_state = state.replace(rng=jax.random.key_data(key))
+            grads, metrics = loss_and_grads(micro_state, microbatch)
+            weight = jnp.asarray(metrics.get(LOSS_WEIGHT, 1.0), jnp.float32)
+            # f32 sums, so bf16 parameters do not lose the small microbatch gradients.
+            grad_sum = jax.tree.map(lambda s, g: s + weight * g.astype(jnp.float32), grad_sum, grads)
+            return grad_sum, (weight, metrics)
+
+        zeros = jax.tree.map(
+            lambda p, s: jax.lax.with_sharding_constraint(jnp.zeros(p.shape, jnp.float32), s),
+            state.params,
+            state_shardings.params,
+        )
+        stacked = split_microbatches(batch, microbatches, mesh)
+        grad_sum, (weights, metrics) = jax.lax.scan(
+            one_microbatch, zeros, (jnp.arange(microbatches), stacked)
+        )
+        total = weights.sum()
+        safe_total = jnp.where(total > 0, total, 1.0)  # no weight anywhere: every weighted term is 0 too
+        grads = jax.tree.map(lambda s, p: (s / safe_total).astype(p.dtype), grad_sum, state.params)
+        share = jnp.where(total > 0, weights / safe_total, 1.0 / microbatches)
+        metrics = {k: jnp.tensordot(share, v.astype(jnp.float32), 1) for k, v in metrics.items()}
+        if LOSS_WEIGHT in metrics:
+            metrics[LOSS_WEIGHT] = total
+        return grads, metrics
+
+    def step(state: TrainState, batch: Batch):
+        if microbatches == 1:
+            grads, metrics = loss_and_grads(state, batch)
+        else:
+            grads, metrics = accumulated_grads(state, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
@@ -122,6 +200,7 @@ def make_train_step(
         return compiled[key]
 
     def run(state: TrainState, batch: Batch):
+        check_microbatches(batch, microbatches)
         if jax.process_count() > 1:  # multi-host: jit takes only global arrays, each host places its pieces
             batch = global_batch_from_full(batch, batch_shardings(mesh, batch))
         with jax.set_mesh(mesh):

@@ -8,20 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from alejax.envs.shop import actions, pages, scoring
-
-
-def parse_observation(observation: str) -> tuple[list[str], bool, list[str]]:
-    """-> (page text parts, search bar shown, clickables)."""
-    lines = observation.split("\n")
-    parts = lines[0].split(pages.SEP) if lines else []
-    search = any(line == "[search] available" for line in lines)
-    clickables = []
-    for line in lines:
-        if line.startswith("[clickables]"):
-            rest = line[len("[clickables]") :].strip()
-            clickables = rest.split(" | ") if rest else []
-    return parts, search, clickables
+from alejax.envs.shop import actions, scoring
+from alejax.envs.shop.actions import BACK, BUY, NEXT, PREV, parse_observation
 
 
 def user_request(parts: list[str]) -> str:
@@ -39,7 +27,7 @@ class ExpertAgent:
     def __init__(self, check_details: bool = True):
         self.check_details = check_details
 
-    def reset(self, env: pages.ShopEnv, observation: str) -> None:
+    def reset(self, env, observation: str) -> None:  # env: the ShopEnv being played
         self.env = env
         task = env.task
         self.world = env.world
@@ -73,9 +61,9 @@ class ExpertAgent:
             return actions.ask(self.questions.pop(0))
         if search:
             return actions.search(self.queries.pop(0) if len(self.queries) > 1 else self.queries[0])
-        if pages.BUY in clickables:  # item page
+        if BUY in clickables:  # item page
             if self.target_title not in parts and not self.meets_goal(self.env.item):
-                return actions.click(pages.PREV)
+                return actions.click(PREV)
             offered = set(clickables)
             for axis, value in list(self.options.items()):
                 self.options.pop(axis)
@@ -87,9 +75,9 @@ class ExpertAgent:
             if self.env.scenario.multi_turn and not self.proposed:
                 self.proposed = True
                 return actions.ask("这款可以下单吗？")
-            return actions.click(pages.BUY)
-        if clickables == [pages.BACK, pages.PREV]:  # a details sub-page: back to the item
-            return actions.click(pages.PREV)
+            return actions.click(BUY)
+        if clickables == [BACK, PREV]:  # a details sub-page: back to the item
+            return actions.click(PREV)
         # The first listed product that meets the whole goal (what a careful shopper would pick, and a rule
         # a policy can learn from the page), else the target itself further down.
         for pid in clickables:
@@ -98,9 +86,9 @@ class ExpertAgent:
         for k, part in enumerate(parts[1:], 1):
             if part == self.target_title and parts[k - 1] in clickables:
                 return actions.click(self.env.click_label(parts[k - 1]))
-        if pages.NEXT in clickables:
-            return actions.click(pages.NEXT)
-        return actions.click(pages.BACK)
+        if NEXT in clickables:
+            return actions.click(NEXT)
+        return actions.click(BACK)
 
 
 class _SearchesTheRequest:
@@ -123,7 +111,7 @@ class RandomAgent(_SearchesTheRequest):
 
     def browse(self, clickables: list[str]) -> str:
         if not clickables:
-            return actions.click(pages.BACK)
+            return actions.click(BACK)
         return actions.click(clickables[int(self.rng.integers(len(clickables)))])
 
 
@@ -131,17 +119,17 @@ class FirstResultAgent(_SearchesTheRequest):
     """Searches the request verbatim, clicks the first result, buys it (no options, no questions)."""
 
     def browse(self, clickables: list[str]) -> str:
-        if pages.BUY in clickables:
-            return actions.click(pages.BUY)
-        ids = [c for c in clickables if c not in (pages.BACK, pages.NEXT, pages.PREV)]
-        return actions.click(ids[0]) if ids else actions.click(pages.BACK)
+        if BUY in clickables:
+            return actions.click(BUY)
+        ids = [c for c in clickables if c not in (BACK, NEXT, PREV)]
+        return actions.click(ids[0]) if ids else actions.click(BACK)
 
 
 AGENTS = {"expert": ExpertAgent, "random": RandomAgent, "first_result": FirstResultAgent}
 
 
-def run_episode(env: pages.ShopEnv, agent, seed: int) -> dict:
-    """One episode; returns the score fields, tags, task id, actions and observations."""
+def run_episode(env, agent, seed: int) -> dict:
+    """One episode of the ShopEnv `env`; returns the score fields, tags, task id, actions and observations."""
     observation, _ = env.reset(seed)
     agent.reset(env, observation)
     observations, taken = [observation], []

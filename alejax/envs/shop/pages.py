@@ -16,17 +16,11 @@ import json
 import numpy as np
 
 from alejax.envs.shop import scoring
-from alejax.envs.shop.actions import parse_action
+from alejax.envs.shop.actions import BACK, BUY, NEXT, PREV, SEP, SUBPAGES, parse_action
 from alejax.envs.shop.search import PAGE_SIZE, TOP_K, SearchIndex, get_index
 from alejax.envs.shop.shopper import RuleShopper, Shopper
 from alejax.envs.shop.world import Task, get_world
 
-SEP = " [SEP] "
-BACK = "back to search"
-NEXT = "next >"
-PREV = "< prev"
-BUY = "buy now"
-SUBPAGES = ("description", "features", "reviews")
 LOOP_REPEATS = 3
 REWARDS = ("loose", "strict", "success")
 VIEWS = ("standard", "compact")

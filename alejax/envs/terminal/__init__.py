@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 
-from alejax.agent.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 from alejax.envs.base import register
 from alejax.envs.terminal.sandbox import Limits, RunResult, Sandbox, capabilities
 from alejax.envs.terminal.tasks import TASKS, Task, add_task, load_task_dir
+from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
 __all__ = [
     "Limits",

@@ -127,7 +127,7 @@ def _set_limits_plain(limits: Limits, nproc: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    from alejax.envs.manager import set_parent_death_signal
+    from alejax.envs.pools.process import set_parent_death_signal
 
     set_parent_death_signal()
 

@@ -1,12 +1,13 @@
-"""The env manager: worker processes, batching, timeouts, restarts, aborted episodes, clean shutdown."""
+"""Env pools: worker processes (batching, timeouts, restarts, aborted episodes, clean shutdown), the thread
+pool's hang timeout, and the factory a job calls."""
 
 import os
 import time
 
 import pytest
 
-from alejax.envs import StepResult, ThreadEnvPool, make
-from alejax.envs.manager import ProcessEnvPool, RayEnvPool, wait_all
+from alejax.envs import StepResult, make
+from alejax.envs.pools import ProcessEnvPool, RayEnvPool, ThreadEnvPool, make_env_pool, wait_all
 
 
 def _alive(pid: int) -> bool:
@@ -113,6 +114,68 @@ def test_thread_pool_same_interface():
         assert results[-1].reward == 1.0
     finally:
         pool.close()
+
+
+def test_thread_pool_hang_times_out_to_an_aborted_episode():
+    pool = ThreadEnvPool(lambda: make("toy/faulty"), max_concurrency=2, step_timeout_s=0.5)
+    try:
+        wait_all([pool.reset(i, i) for i in range(2)], 10)
+        start = time.monotonic()
+        hung = pool.step(0, "hang")
+        assert pool.step(1, "fine").result(5).observation == "1: fine"  # the other thread keeps serving
+        result = hung.result(5)
+        assert result.truncated and result.info["aborted"] and result.info["timeout"]
+        assert 0.4 < time.monotonic() - start < 3
+        # The hung episode is dropped; a new thread took its thread's place, so both threads serve again.
+        assert "hung" in pool.step(0, "x").result(1).info["error"]
+        pool.release(0)
+        assert [r.observation for r in wait_all([pool.reset(i, 10 + i) for i in (2, 3)], 5)] == [
+            "seed 12",
+            "seed 13",
+        ]
+        assert [s.observation for s in wait_all([pool.step(i, "y") for i in (1, 2, 3)], 5)] == [
+            "2: y",
+            "1: y",
+            "1: y",
+        ]
+    finally:
+        start = time.monotonic()
+        pool.close()
+    assert time.monotonic() - start < 1  # close does not wait for the hung call
+
+
+def test_thread_pool_without_timeout_reports_env_errors():
+    pool = ThreadEnvPool(lambda: make("toy/faulty"), max_concurrency=1)
+    try:
+        assert pool.reset(0, 0).result(5).observation == "seed 0"
+        result = pool.step(0, "raise").result(5)
+        assert result.truncated and result.info["aborted"] and "raised on purpose" in result.info["error"]
+        broken = ThreadEnvPool(lambda: 1 / 0, max_concurrency=1)
+        assert "ZeroDivisionError" in broken.reset(0, 0).result(5).info["error"]
+        broken.close()
+    finally:
+        pool.close()
+    with pytest.raises(RuntimeError):
+        pool.reset(1, 1)
+
+
+def test_make_env_pool_builds_each_kind_from_config_values():
+    thread = make_env_pool("thread", "toy/echo", {"horizon": 2}, 4, step_timeout_s=5.0)
+    try:
+        assert isinstance(thread, ThreadEnvPool) and thread.step_timeout_s == 5.0
+        assert thread.reset(0, 7).result(5).observation == "seed 7"
+        thread.step(0, "a").result(5)
+        assert thread.step(0, "b").result(5).truncated  # env_kwargs reached the env: horizon 2
+    finally:
+        thread.close()
+    with make_env_pool("process", "toy/echo", {}, 1, step_timeout_s=5.0, max_batch=4) as process:
+        assert isinstance(process, ProcessEnvPool) and process.max_batch == 4
+        assert process.reset(0, 1).result(30).observation == "seed 1"
+        assert process.step(0, "hi").result(10).observation == "1: hi"
+    with pytest.raises(ValueError, match="unknown option"):
+        make_env_pool("thread", "toy/echo", {}, 2, max_batch=4)
+    with pytest.raises(ValueError, match="not one of thread, process, ray"):
+        make_env_pool("threads", "toy/echo", {}, 2)
 
 
 def test_ray_backend():

@@ -1,7 +1,5 @@
-"""Pieces of the reward-model benchmarks: the toy tasks, the validation-only weight rule, the RL sampler."""
-
-import os
-import sys
+"""The reward-model robustness protocol's pieces: the toy tasks, the dependence metrics, the validation-only
+weight rule, and the toy-task RL sampler (alejax.reward.dependence / robustness / toy_rl)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,14 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-
-import rm_rl  # noqa: E402
-import rm_robustness as rmb  # noqa: E402
-
-from alejax.models.transformer import Transformer  # noqa: E402
-from alejax.reward import toy  # noqa: E402
-from alejax.reward.world import World  # noqa: E402
+from alejax.models.transformer import Transformer
+from alejax.reward import toy, toy_rl
+from alejax.reward.dependence import conditional_dependence, dependence_se, select_weight
+from alejax.reward.preference_world import World
+from alejax.reward.robustness import TIER_B_MODEL
 
 
 @pytest.mark.parametrize("task", sorted(toy.TASKS))
@@ -41,31 +36,31 @@ def test_conditional_dependence_separates_artifact_readers_on_iid_validation():
     honest = np.concatenate([pairs["u_w"], pairs["u_l"]])
     attrs = np.concatenate([pairs["attrs_w"], pairs["attrs_l"]])
     reader = honest + 0.5 * attrs[:, 0] + 0.5 * attrs[:, 1]
-    low = rmb.conditional_dependence(honest, pairs["attrs_w"], pairs["attrs_l"])
-    high = rmb.conditional_dependence(reader, pairs["attrs_w"], pairs["attrs_l"])
+    low = conditional_dependence(honest, pairs["attrs_w"], pairs["attrs_l"])
+    high = conditional_dependence(reader, pairs["attrs_w"], pairs["attrs_l"])
     assert low < 10 * 4 / 3000 < high  # the honest reward sits near the noise floor (~2 x n_attrs / n)
-    se = rmb.dependence_se(reader, pairs["attrs_w"], pairs["attrs_l"], n_boot=50)
+    se = dependence_se(reader, pairs["attrs_w"], pairs["attrs_l"], n_boot=50)
     assert 0 < se < high / 4
 
 
 def test_select_weight_takes_the_smallest_weight_meeting_the_dependence_target():
     dep = np.array([0.5, 0.05, 0.019, 0.012, 0.011])
-    assert rmb.select_weight(dep, np.full(5, 0.001)) == 2  # 0.019 meets the 0.02 target
-    assert rmb.select_weight(dep, np.full(5, 0.001), target=0.015) == 3
+    assert select_weight(dep, np.full(5, 0.001)) == 2  # 0.019 meets the 0.02 target
+    assert select_weight(dep, np.full(5, 0.001), target=0.015) == 3
     # No weight meets the target: the one-standard-error rule around the lowest dependence.
     dep = np.array([0.5, 0.08, 0.040, 0.032, 0.031])
-    assert rmb.select_weight(dep, np.full(5, 0.005)) == 3  # 0.032 <= 0.031 + 0.005 < 0.040
-    assert rmb.select_weight(dep, np.full(5, 0.01)) == 2
-    assert rmb.select_weight(np.array([0.3, 0.05, 0.06, 0.09]), np.full(4, 0.001)) == 1  # minimum inside
+    assert select_weight(dep, np.full(5, 0.005)) == 3  # 0.032 <= 0.031 + 0.005 < 0.040
+    assert select_weight(dep, np.full(5, 0.01)) == 2
+    assert select_weight(np.array([0.3, 0.05, 0.06, 0.09]), np.full(4, 0.001)) == 1  # minimum inside
 
 
 def test_rl_sampler_writes_well_formed_responses_with_normalised_logprobs():
-    model = Transformer(rmb.TIER_B_MODEL, rngs=nnx.Rngs(0))
-    prompt = rm_rl.prompts(jax.random.key(0), 64)
-    tokens, masks, live = jax.jit(lambda p, k: rm_rl.sample(model, p, k))(prompt, jax.random.key(1))
+    model = Transformer(TIER_B_MODEL, rngs=nnx.Rngs(0))
+    prompt = toy_rl.prompts(jax.random.key(0), 64)
+    tokens, masks, live = jax.jit(lambda p, k: toy_rl.sample(model, p, k))(prompt, jax.random.key(1))
     tokens, live = np.asarray(tokens), np.asarray(live)
     for row, alive in zip(tokens, live):
-        resp = list(row[rm_rl.PROMPT_LEN :])
+        resp = list(row[toy_rl.PROMPT_LEN :])
         end = resp.index(toy.EOS)
         body = resp[: end + 1]
         if body[0] == toy.SURE:
@@ -74,8 +69,8 @@ def test_rl_sampler_writes_well_formed_responses_with_normalised_logprobs():
         assert all(t == toy.FILL for t in body[1:-1]) and len(body) - 2 <= toy.MAX_FILL
         assert all(t == toy.PAD for t in resp[end + 1 :])
         assert alive.sum() == end + 1  # exactly the sampled tokens carry the loss
-    logp = rm_rl.response_logp(model, jnp.asarray(tokens), masks)
+    logp = toy_rl.response_logp(model, jnp.asarray(tokens), masks)
     assert np.all(np.asarray(logp)[live > 0] <= 0)  # a forced token (EOS after MAX_FILL) has logp 0
     assert np.any(np.asarray(logp)[live > 0] < 0) and np.all(np.isfinite(np.asarray(logp)))
-    stats = rm_rl.describe(jnp.asarray(tokens), "copy")
+    stats = toy_rl.describe(jnp.asarray(tokens), "copy")
     assert set(stats) == {"gold", "sure", "agree", "fill"} and 0.0 <= float(stats["gold"].mean()) < 0.5

@@ -1,4 +1,4 @@
-"""The env manager: environments in worker processes behind the `EnvPool` interface (futures).
+"""Environments in worker processes behind the `EnvPool` interface (futures).
 
 Each worker process is one sandbox: its own session (process group), its own scratch directory, and it
 holds the envs of the episodes assigned to it (an episode stays on one worker, since env state lives
@@ -10,9 +10,7 @@ Failures never raise into the scheduler and never wedge it. A step that runs pas
 worker that dies, gets the worker's whole process group killed and the worker restarted; every episode
 that lived on it resolves (now or at its next call) to an aborted result (`truncated=True`,
 `info={"aborted": True, ...}`), so the scheduler re-samples it from the same seed. `close()` stops every
-worker and its children; workers also die with the manager (PR_SET_PDEATHSIG), so nothing is orphaned.
-
-`RayEnvPool` offers the same interface on Ray actors (optional; ray is imported lazily).
+worker and its children; workers also die with the pool (PR_SET_PDEATHSIG), so nothing is orphaned.
 """
 
 from __future__ import annotations
@@ -31,13 +29,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
-from typing import Any, Callable
+from typing import Any
 
-from alejax.envs.base import Env, ResetResult, StepResult, aborted_result, make
-
-EnvSpec = str | Callable[..., Env]  # a registered name, or a picklable factory
+from alejax.envs.base import Env, ResetResult, StepResult
+from alejax.envs.pools.protocol import (
+    EnvSpec,
+    Placement,
+    aborted,
+    aborted_result,
+    close_env,
+    make_env,
+    resolved,
+)
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
@@ -48,17 +52,9 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         pass
 
 
-def _make_env(spec: EnvSpec, kwargs: dict) -> Env:
-    return make(spec, **kwargs) if isinstance(spec, str) else spec(**kwargs)
-
-
-def _close_env(env: Any) -> None:
-    close = getattr(env, "close", None)
-    if close is not None:
-        close()
-
-
-_WORKER_BOOT = "import sys; from alejax.envs.manager import _worker_main; _worker_main(int(sys.argv[1]))"
+_WORKER_BOOT = (
+    "import sys; from alejax.envs.pools.process import _worker_main; _worker_main(int(sys.argv[1]))"
+)
 
 
 def _worker_main(fd: int) -> None:
@@ -69,7 +65,7 @@ def _worker_main(fd: int) -> None:
         spec, kwargs, scratch_dir = conn.recv()
     except (EOFError, OSError):
         return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pool owner's to handle
     os.environ["ALEJAX_SCRATCH_DIR"] = scratch_dir
     envs: dict[int, Env] = {}
     while True:
@@ -83,7 +79,7 @@ def _worker_main(fd: int) -> None:
             try:
                 if op == "reset":
                     if episode_id not in envs:
-                        envs[episode_id] = _make_env(spec, kwargs)
+                        envs[episode_id] = make_env(spec, kwargs)
                     result: Any = ResetResult(*envs[episode_id].reset(arg))
                 elif op == "step":
                     env = envs.get(episode_id)
@@ -92,14 +88,14 @@ def _worker_main(fd: int) -> None:
                     else:
                         result = StepResult(*env.step(arg))
                 else:  # release
-                    _close_env(envs.pop(episode_id, None))
+                    close_env(envs.pop(episode_id, None))
                     result = None
             except Exception:  # noqa: BLE001 - a broken env becomes an aborted episode, not a dead worker
                 result = ("error", traceback.format_exc(limit=4))
             conn.send((request_id, result))
     for env in envs.values():
         try:
-            _close_env(env)
+            close_env(env)
         except Exception:  # noqa: BLE001 - best effort at shutdown
             pass
 
@@ -113,24 +109,10 @@ class _Request:
     timeout_s: float
 
 
-@dataclasses.dataclass
-class _Episode:
-    slot: int
-    generation: int = -1  # the worker generation holding its env state; -1 = not reset yet
-
-
 _STOP = object()
 
 
-def _aborted(op: str, error: str, **info) -> ResetResult | StepResult:
-    if op == "reset":
-        return ResetResult("", {"aborted": True, "error": error, **info})
-    result = aborted_result(error)
-    result.info.update(info)
-    return result
-
-
-class _Slot:
+class _Worker:
     """One worker process, its request queue and the dispatcher thread that feeds it."""
 
     def __init__(self, pool: ProcessEnvPool, index: int):
@@ -149,7 +131,7 @@ class _Slot:
     def _start(self) -> None:
         # A fresh interpreter, not multiprocessing: no re-import of the caller's __main__, and the worker
         # gets its own session (process group) before it runs any code. Started from the dispatcher thread
-        # on purpose: the worker's PR_SET_PDEATHSIG fires when this thread (or the manager) dies.
+        # on purpose: the worker's PR_SET_PDEATHSIG fires when this thread (or the pool) dies.
         self.scratch_dir = tempfile.mkdtemp(prefix=f"alejax-worker{self.index}-", dir=self.pool.scratch_root)
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -180,7 +162,7 @@ class _Slot:
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
             self.scratch_dir = None
 
-    def _fail(self, error: str) -> None:
+    def _fail(self) -> None:
         """Kill the worker; every episode on it loses its state (their later calls resolve aborted)."""
         self._kill()
         self.generation += 1
@@ -215,33 +197,35 @@ class _Slot:
                     batch.append(item)
                 try:
                     self._dispatch(batch)
-                except Exception:  # noqa: BLE001 - never wedge the scheduler on a manager bug
+                except Exception:  # noqa: BLE001 - never wedge the scheduler on a pool bug
                     error = traceback.format_exc(limit=4)
-                    self._fail(error)
+                    self._fail()
                     for request in batch:
                         if not request.future.done():
-                            request.future.set_result(_aborted(request.op, error, worker=self.index))
+                            request.future.set_result(aborted(request.op, error, worker=self.index))
         finally:
             self._stop()
 
     def _dispatch(self, batch: list[_Request]) -> None:
         pool = self.pool
         if self.process is not None and self.process.poll() is not None:
-            self._fail(f"worker {self.index} died (exit code {self.process.returncode})")
+            self._fail()
         live = []
         for request in batch:
-            episode = pool._episodes.get(request.episode_id)
+            placement = pool._placements.get(request.episode_id)
             if request.op == "reset":
-                if episode is not None:
-                    episode.generation = self.generation
+                if placement is not None:
+                    placement.generation = self.generation
                 live.append(request)
-            elif episode is None or episode.generation != self.generation:
+            elif placement is None or placement.generation != self.generation:
                 if request.op != "release":
                     why = (
-                        "was never reset" if episode is None or episode.generation < 0 else "lost its worker"
+                        "was never reset"
+                        if placement is None or placement.generation < 0
+                        else "lost its worker"
                     )
                     request.future.set_result(
-                        _aborted(request.op, f"episode {request.episode_id} {why}", worker=self.index)
+                        aborted(request.op, f"episode {request.episode_id} {why}", worker=self.index)
                     )
                 else:
                     request.future.set_result(None)
@@ -260,10 +244,10 @@ class _Slot:
         try:
             self.conn.send(message)
         except (OSError, BrokenPipeError) as e:
-            self._fail(str(e))
+            self._fail()
             for request in live:
                 request.future.set_result(
-                    _aborted(request.op, f"worker {self.index} died: {e}", worker=self.index)
+                    aborted(request.op, f"worker {self.index} died: {e}", worker=self.index)
                 )
             return
         pending = list(live)
@@ -285,14 +269,14 @@ class _Slot:
                     exit_code = None
                 error = f"worker {self.index} crashed (exit code {exit_code}): {type(e).__name__}"
             if error is not None:
-                self._fail(error)
+                self._fail()
                 for r in pending:
-                    r.future.set_result(_aborted(r.op, error, worker=self.index, timeout=timed_out))
+                    r.future.set_result(aborted(r.op, error, worker=self.index, timeout=timed_out))
                 return
             done = ids.pop(request_id)
             pending.remove(done)
             if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
-                result = _aborted(done.op, result[1], worker=self.index)
+                result = aborted(done.op, result[1], worker=self.index)
             done.future.set_result(result)
 
 
@@ -322,41 +306,39 @@ class ProcessEnvPool:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.scratch_root = scratch_root
         self._ids = itertools.count()
-        self._episodes: dict[int, _Episode] = {}
+        self._placements: dict[int, Placement] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._slots = [_Slot(self, i) for i in range(num_workers)]
-        for slot in self._slots:
-            slot.thread.start()
+        self._workers = [_Worker(self, i) for i in range(num_workers)]
+        for worker in self._workers:
+            worker.thread.start()
 
     # -- EnvPool interface --
     def reset(self, episode_id: int, seed: int) -> concurrent.futures.Future:
         with self._lock:
             self._check_open()
-            episode = self._episodes.get(episode_id)
-            if episode is None:
-                slot = min(self._slots, key=lambda s: (s.episodes, s.index))
-                slot.episodes += 1
-                episode = self._episodes[episode_id] = _Episode(slot.index)
-        return self._submit("reset", episode, episode_id, seed, self.reset_timeout_s)
+            placement = self._placements.get(episode_id)
+            if placement is None:
+                worker = min(self._workers, key=lambda w: (w.episodes, w.index))
+                worker.episodes += 1
+                placement = self._placements[episode_id] = Placement(worker.index)
+        return self._submit("reset", placement, episode_id, seed, self.reset_timeout_s)
 
     def step(self, episode_id: int, action: str) -> concurrent.futures.Future:
         with self._lock:
             self._check_open()
-            episode = self._episodes.get(episode_id)
-        if episode is None:
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            future.set_result(aborted_result(f"episode {episode_id} was never reset"))
-            return future
-        return self._submit("step", episode, episode_id, action, self.step_timeout_s)
+            placement = self._placements.get(episode_id)
+        if placement is None:
+            return resolved(aborted_result(f"episode {episode_id} was never reset"))
+        return self._submit("step", placement, episode_id, action, self.step_timeout_s)
 
     def release(self, episode_id: int) -> None:
         with self._lock:
-            episode = self._episodes.pop(episode_id, None)
-            if episode is None or self._closed:
+            placement = self._placements.pop(episode_id, None)
+            if placement is None or self._closed:
                 return
-            self._slots[episode.slot].episodes -= 1
-        self._slots[episode.slot].queue.put(
+            self._workers[placement.worker].episodes -= 1
+        self._workers[placement.worker].queue.put(
             _Request("release", episode_id, None, concurrent.futures.Future(), self.step_timeout_s)
         )
 
@@ -366,28 +348,28 @@ class ProcessEnvPool:
             if self._closed:
                 return
             self._closed = True
-        for slot in self._slots:
-            slot.queue.put(_STOP)
-        for slot in self._slots:
-            slot.thread.join()
+        for worker in self._workers:
+            worker.queue.put(_STOP)
+        for worker in self._workers:
+            worker.thread.join()
 
     # -- helpers --
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the env pool is closed")
 
-    def _submit(self, op: str, episode: _Episode, episode_id: int, arg: Any, timeout_s: float):
+    def _submit(self, op: str, placement: Placement, episode_id: int, arg: Any, timeout_s: float):
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._slots[episode.slot].queue.put(_Request(op, episode_id, arg, future, timeout_s))
+        self._workers[placement.worker].queue.put(_Request(op, episode_id, arg, future, timeout_s))
         return future
 
     def worker_pids(self) -> list[int]:
         """Pids of the live worker processes (for tests and monitoring)."""
-        return [s.process.pid for s in self._slots if s.process is not None and s.process.pid is not None]
+        return [w.process.pid for w in self._workers if w.process is not None and w.process.pid is not None]
 
     @property
     def restarts(self) -> int:
-        return sum(s.restarts for s in self._slots)
+        return sum(w.restarts for w in self._workers)
 
     def __enter__(self) -> ProcessEnvPool:
         return self
@@ -400,117 +382,3 @@ class ProcessEnvPool:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-
-
-# ---------------------------------------------------------------------------------------------------
-# Ray backend: same interface, one actor per worker. Optional; ray is imported only here.
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError("RayEnvPool needs ray (pip install ray); ProcessEnvPool needs nothing") from e
-    return ray
-
-
-class RayEnvPool:
-    """EnvPool on Ray actors (for env workers spread over a cluster). Timeouts kill and restart the actor;
-    a dead actor's episodes resolve aborted, as in `ProcessEnvPool`."""
-
-    def __init__(
-        self,
-        env: EnvSpec,
-        env_kwargs: dict | None = None,
-        num_workers: int = 2,
-        step_timeout_s: float = 60.0,
-        reset_timeout_s: float | None = None,
-        actor_options: dict | None = None,
-    ):
-        ray = self._ray = _import_ray()
-        if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-
-        class _EnvActor:
-            def __init__(self, spec, kwargs):
-                self.spec, self.kwargs, self.envs = spec, kwargs, {}
-
-            def call(self, op, episode_id, arg):
-                if op == "reset":
-                    if episode_id not in self.envs:
-                        self.envs[episode_id] = _make_env(self.spec, self.kwargs)
-                    return ResetResult(*self.envs[episode_id].reset(arg))
-                if op == "step":
-                    if episode_id not in self.envs:
-                        return aborted_result(f"episode {episode_id} was never reset on this actor")
-                    return StepResult(*self.envs[episode_id].step(arg))
-                _close_env(self.envs.pop(episode_id, None))
-                return None
-
-        self._actor_cls = ray.remote(**(actor_options or {"num_cpus": 1}))(_EnvActor)
-        self.spec, self.env_kwargs = env, dict(env_kwargs or {})
-        self.step_timeout_s = step_timeout_s
-        self.reset_timeout_s = reset_timeout_s if reset_timeout_s is not None else max(step_timeout_s, 60.0)
-        self._actors = [self._actor_cls.remote(self.spec, self.env_kwargs) for _ in range(num_workers)]
-        self._generations = [0] * num_workers
-        self._episodes: dict[int, _Episode] = {}
-        self._lock = threading.Lock()
-        # Waiting on refs with a timeout needs a thread each; bounded like the process pool's batches.
-        self._executor = concurrent.futures.ThreadPoolExecutor(4 * num_workers, thread_name_prefix="ray-env")
-
-    def _call(self, episode: _Episode, op: str, episode_id: int, arg: Any, timeout_s: float):
-        ray = self._ray
-        index = episode.slot
-        with self._lock:
-            if op == "reset":
-                episode.generation = self._generations[index]
-            elif episode.generation != self._generations[index]:
-                return _aborted(op, f"episode {episode_id} lost its worker", worker=index)
-            actor, generation = self._actors[index], self._generations[index]
-        try:
-            return ray.get(actor.call.remote(op, episode_id, arg), timeout=timeout_s)
-        except Exception as e:  # noqa: BLE001 - timeout, dead actor or env error: abort, restart if needed
-            if isinstance(e, ray.exceptions.RayTaskError):
-                return _aborted(op, str(e), worker=index)
-            with self._lock:
-                if self._generations[index] == generation:
-                    ray.kill(actor, no_restart=True)
-                    self._actors[index] = self._actor_cls.remote(self.spec, self.env_kwargs)
-                    self._generations[index] += 1
-            return _aborted(op, f"{type(e).__name__}: {e}; worker {index} restarted", worker=index)
-
-    def reset(self, episode_id: int, seed: int) -> concurrent.futures.Future:
-        with self._lock:
-            episode = self._episodes.get(episode_id)
-            if episode is None:
-                counts = [0] * len(self._actors)
-                for e in self._episodes.values():
-                    counts[e.slot] += 1
-                episode = self._episodes[episode_id] = _Episode(counts.index(min(counts)))
-        return self._executor.submit(self._call, episode, "reset", episode_id, seed, self.reset_timeout_s)
-
-    def step(self, episode_id: int, action: str) -> concurrent.futures.Future:
-        episode = self._episodes.get(episode_id)
-        if episode is None:
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            future.set_result(aborted_result(f"episode {episode_id} was never reset"))
-            return future
-        return self._executor.submit(self._call, episode, "step", episode_id, action, self.step_timeout_s)
-
-    def release(self, episode_id: int) -> None:
-        with self._lock:
-            episode = self._episodes.pop(episode_id, None)
-        if episode is not None:
-            self._executor.submit(self._call, episode, "release", episode_id, None, self.step_timeout_s)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        for actor in self._actors:
-            self._ray.kill(actor, no_restart=True)
-        self._actors = []
-
-
-def wait_all(futures: list[concurrent.futures.Future], timeout_s: float | None = None) -> list[Any]:
-    """Results of `futures` in order (a small convenience for scripts and tests)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for f in futures]

@@ -21,15 +21,16 @@ import time
 import numpy as np
 from ml_collections import ConfigDict
 
+from alejax.config import from_section, model_config_from, system_prompt_of
 from alejax.envs.base import make
+from alejax.jobs.rl import train_loop
 from alejax.parallel.mesh import make_mesh
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
-from alejax.rl import train as rl_train
+from alejax.rl.build import build_pipeline
 from alejax.rollout.evaluate import evaluate_policy
 from alejax.rollout.scheduler import RolloutConfig
 from alejax.train.metrics import read_metrics
-from alejax.train.pretrain import model_config_from
 from alejax.train.sft import train_sft
 from alejax.train.state import init_train_state, make_optimizer
 
@@ -46,35 +47,29 @@ def run(config: ConfigDict) -> dict:
     if unknown:
         raise ValueError(f"config.eval.policies names {unknown}; known: {', '.join(POLICIES)}")
 
-    # 1-4. World, expert episodes, tokenizer and SFT (the sft job's own pieces; a finished SFT just loads).
-    _stage(1, "ShopSimulator world + expert episodes + tokenizer + SFT", config.sft.workdir)
-    graphdef, sft_params, tokenizer, _ = train_sft(config.sft)
-    env = make(config.sft.env, **config.sft.env_kwargs.to_dict())
-    system_prompt = env.system_prompt if config.sft.system_prompt == "env" else config.sft.system_prompt
+    # 1-4. World, expert episodes, tokenizer and SFT (the sft job's stage; a finished SFT just loads).
+    sft, rl = config.rl.sft, config.rl
+    _stage(1, "ShopSimulator world + expert episodes + tokenizer + SFT", sft.workdir)
+    graphdef, sft_params, tokenizer, _ = train_sft(sft)
 
     # 5. RL with IPA, starting from the SFT weights (or from its own last checkpoint on a rerun).
-    _stage(2, f"RL ({config.rl.loss.policy_loss}, {config.rl.steps} steps)", config.rl.workdir)
-    rl = ConfigDict(config.rl.to_dict())  # resolved, unlocked copy: the SFT model joins it
-    rl.model = ConfigDict(config.sft.model.to_dict())
-    pipeline, pool = rl_train.build_pipeline(rl, tokenizer, params=sft_params, system_prompt=system_prompt)
-    try:
-        rl_train.train_loop(pipeline, rl, rl.workdir)
-    finally:
-        pool.close()
+    _stage(2, f"RL ({rl.rl.loss.policy_loss}, {rl.steps} steps)", rl.workdir)
+    pipeline = build_pipeline(rl, tokenizer, params=sft_params)
+    train_loop(pipeline, rl, rl.workdir)  # closes the pipeline
     rl_params = pipeline.state.params
 
     # 6. Greedy episodes on held-out tasks, one per task, for each policy.
     _stage(3, f"evaluation on {config.eval.n_tasks} held-out tasks", workdir)
-    mesh = make_mesh(config.sft.mesh.to_dict())
-    model_config = model_config_from(
-        config.sft, vocab_size=max(config.sft.model.vocab_size, tokenizer.vocab_size)
-    )
+    mesh = make_mesh(sft.mesh.to_dict())
     params = {"sft": sft_params, "sft_rl": rl_params}
     if "untrained" in wanted:  # the same architecture at its initialization
+        model_config = model_config_from(sft.model, tokenizer)
         params["untrained"] = init_train_state(model_config, make_optimizer(1e-3), mesh, seed=config.seed)[
             1
         ].params
-    eval_kwargs = {**config.sft.env_kwargs.to_dict(), "split": "eval"}
+    env = make(sft.env.name, **sft.env.kwargs.to_dict())
+    system_prompt = system_prompt_of(sft.env, env)
+    eval_kwargs = {**sft.env.kwargs.to_dict(), "split": "eval"}
     results = {}
     for name in wanted:
         cached = os.path.join(workdir, f"eval_{name}.json")
@@ -86,11 +81,11 @@ def run(config: ConfigDict) -> dict:
             graphdef,
             reshard(params[name], state_shardings(params[name], mesh)),
             tokenizer,
-            lambda: make(config.sft.env, **eval_kwargs),
+            lambda: make(sft.env.name, **eval_kwargs),
             range(config.eval.n_tasks),
             system_prompt=system_prompt,
-            rollout=RolloutConfig(**config.rl.rollout.to_dict()),
-            max_length=config.rl.max_length,
+            rollout=from_section(RolloutConfig, rl.rollout),
+            max_length=rl.max_length,
             batch_size=config.eval.batch_size,
             mesh=mesh,
             seed=config.seed,
@@ -120,7 +115,7 @@ def _stage(i: int, what: str, where: str) -> None:
 def results_table(results: dict[str, dict], config: ConfigDict) -> str:
     n = config.eval.n_tasks
     lines = [
-        f"Held-out ShopSimulator tasks (shop/single, world seed {config.seed}, {n} tasks, greedy):",
+        f"Held-out ShopSimulator tasks ({config.env.name}, world seed {config.seed}, {n} tasks, greedy):",
         "",
         "| policy | " + " | ".join(label for _, label in COLUMNS) + " | turns |",
         "|---|" + "---|" * (len(COLUMNS) + 1),
@@ -137,7 +132,7 @@ def plot_quickstart(config: ConfigDict, results: dict[str, dict], path: str) -> 
 
     fig = Figure(figsize=(15, 4))
     axes = fig.subplots(1, 3)
-    sft_rows = _rows(os.path.join(config.sft.workdir, "metrics.jsonl"))
+    sft_rows = _rows(os.path.join(config.rl.sft.workdir, "metrics.jsonl"))
     axes[0].plot([r["step"] for r in sft_rows if "loss" in r], [r["loss"] for r in sft_rows if "loss" in r])
     axes[0].set(title="SFT loss", xlabel="step", yscale="log")
     rl_rows = _rows(os.path.join(config.rl.workdir, "metrics.jsonl"))

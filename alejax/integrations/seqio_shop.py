@@ -1,14 +1,14 @@
 """ShopSimulator datasets as seqio Tasks (optional extra: `pip install -r requirements-seqio.txt`).
 
-    from alejax.data import seqio_tasks
-    names = seqio_tasks.register_shop_tasks(seqio_tasks.get_config("tiny"))
+    from alejax.integrations import seqio_shop
+    names = seqio_shop.register_shop_tasks(seqio_shop.get_config("tiny"))
     ds = seqio.get_dataset(names["sft"][0], {"targets": 1024, "loss_mask": 1024}, split="train",
-                           feature_converter=seqio_tasks.SFTFeatureConverter(pack=True))
+                           feature_converter=seqio_shop.SFTFeatureConverter(pack=True))
 
 Registered, per scenario S of ShopSimulator (single, single_persona, multi, multi_persona):
 
 - `alejax_shop_S_sft` (splits train / validation): one example per successful scripted-expert episode,
-  `targets` = the chat's tokens exactly as `alejax.train.sft.episode_tokens` lays them out (so exactly as
+  `targets` = the chat's tokens exactly as `alejax.data.episodes.episode_tokens` lays them out (so exactly as
   rollout renders them) and `loss_mask` = 1 on the model's own turns. `SFTFeatureConverter` packs them and
   turns `loss_mask` into `decoder_loss_weights`. The mixture `alejax_shop_sft` mixes the four scenarios.
 - `alejax_shop_S_eval` (split validation): held-out episodes (the world's eval products), one example per
@@ -84,7 +84,7 @@ def _require_seqio():
                     pass
     except ImportError as e:
         raise ImportError(
-            f"alejax.data.seqio_tasks needs the seqio extra (seqio + TensorFlow), which is not installed "
+            f"alejax.integrations.seqio_shop needs the seqio extra (seqio + TensorFlow), which is not installed "
             f"(missing module {e.name!r}): {EXTRA_HINT}"
         ) from e
     return seqio, tf
@@ -110,7 +110,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     if preset == "default":
         c.n_train, c.n_validation, c.n_eval, c.tokenizer_episodes = 2000, 200, 200, 200
     elif preset != "tiny":
-        raise ValueError(f"unknown preset {preset!r} for seqio_tasks.get_config; expected tiny or default")
+        raise ValueError(f"unknown preset {preset!r} for seqio_shop.get_config; expected tiny or default")
     return c
 
 
@@ -288,7 +288,7 @@ def expert_chat(env, seed: int, config: ConfigDict) -> tuple[list[dict] | None, 
     """(chat, info) of the scripted expert on episode `seed` of `env`; chat is None when it failed.
     The chat gets the configured system prompt, as `alejax.train.sft` does."""
     from alejax.agent.loop import run_episode
-    from alejax.train.sft import with_system_prompt
+    from alejax.data.episodes import with_system_prompt
 
     policy = lambda env: env.scripted_policy(**config.expert.to_dict())  # noqa: E731
     episode = run_episode(env, policy, seed, max_turns=config.max_turns, policy_needs_env=True)
@@ -342,7 +342,7 @@ def _turn_spans(loss_mask: Sequence[int]) -> list[tuple[int, int]]:
 
 def sft_examples(scenario: str, split: str, seeds: Sequence[int], tokenizer: Tokenizer, config: ConfigDict):
     """Python dicts of the SFT task (one per successful expert episode)."""
-    from alejax.train.sft import episode_tokens
+    from alejax.data.episodes import episode_tokens
 
     env = _make_env(scenario, split, config)
     for seed in seeds:
@@ -361,7 +361,7 @@ def sft_examples(scenario: str, split: str, seeds: Sequence[int], tokenizer: Tok
 
 def eval_examples(scenario: str, seeds: Sequence[int], tokenizer: Tokenizer, config: ConfigDict):
     """Python dicts of the eval task: per held-out episode, one example per expert step."""
-    from alejax.train.sft import episode_tokens
+    from alejax.data.episodes import episode_tokens
 
     env = _make_env(scenario, "eval", config)
     for seed in seeds:
@@ -388,7 +388,7 @@ def eval_examples(scenario: str, seeds: Sequence[int], tokenizer: Tokenizer, con
 
 def train_tokenizer(config: ConfigDict) -> Tokenizer:
     """A byte-level BPE trained on train-split expert chats of every configured scenario."""
-    from alejax.train.sft import episodes_tokenizer
+    from alejax.data.episodes import episodes_tokenizer
 
     chats, tools = [], None
     for scenario in config.scenarios:
@@ -585,7 +585,7 @@ def _tokenize_targets(dataset, output_features):
 def packed_sft_rows(task_or_mixture: str, split: str, seq_len: int, *, shuffle: bool = False,
                     seed: int | None = None, max_rows: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """A registered SFT task (or mixture) packed by seqio into alejax's row format (`pack_documents`'
-    keys: tokens, segment_ids, positions, loss_mask), ready for `alejax.data.pipeline.batched_rows`.
+    keys: tokens, segment_ids, positions, loss_mask), ready for `alejax.data.batches.batched_rows`.
     seqio trims an episode longer than `seq_len` (alejax's packer splits it instead); a mixture samples its
     tasks by rate and, with one epoch, ends when its first task runs out (seqio's sampling)."""
     seqio, _ = _require_seqio()

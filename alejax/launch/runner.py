@@ -1,26 +1,14 @@
-"""Ablation sweeps: a sweep file lists overrides of one config; this runs them and gathers the results.
+"""Runs a sweep: checks every run against the config, then runs them locally (N at a time) or on TPU VMs,
+and gathers the results.
 
-  python -m alejax.sweep --sweep=sweeps/lm_lr.py [--parallel N] [--dry-run] [--launch tpu] [--config.k=v ...]
+  python -m alejax.launch --sweep=sweeps/lm_lr.py [--parallel N] [--dry-run] [--launch tpu] [--config.k=v ...]
 
-A sweep file is Python with `get_sweep()` returning a `Sweep`:
-
-    from alejax.sweep import Sweep, chain, product, zip_
-
-    def get_sweep():
-        return Sweep(
-            config="configs/lm.py:tiny",
-            runs=product({"optim.learning_rate": [1e-3, 3e-3]}, zip_({"optim.warmup_steps": [0, 30],
-                                                                      "optim.schedule": ["constant", "cosine"]})),
-            fixed={"steps": 200},   # applied to every run
-            metric="eval_loss",     # the column the plot and the "best" mark use
-        )
-
-`product` crosses its factors, `zip_` pairs equally long value lists, `chain` concatenates run lists; each
-takes `{key: [values]}` dicts or run lists from the others, so they nest. Extra `--config.k=v` flags on the
-command line join `fixed`. Every key is checked against the config (and every value against the key's type)
-before anything starts. Each run gets `<sweep workdir>/<name from its overrides>` and a log file there;
-a finished run leaves `sweep_result.json`, so a rerun skips it. The results land in `results.csv`,
-`results.md` and `results.png` (the metric against each swept key) in the sweep workdir.
+A sweep file is Python with `get_sweep()` returning an `alejax.launch.sweep.Sweep` (the DSL: `product`,
+`zip_`, `chain`). Extra `--config.k=v` flags on the command line join `fixed`. Every key is checked against
+the config (and every value against the key's type) before anything starts. Each run gets
+`<sweep workdir>/<name from its overrides>` and a log file there; a finished run leaves `sweep_result.json`,
+so a rerun skips it. The results land in `results.csv`, `results.md` and `results.png` (the metric against
+each swept key) in the sweep workdir.
 """
 
 from __future__ import annotations
@@ -29,8 +17,6 @@ import argparse
 import copy
 import csv
 import hashlib
-import importlib.util
-import itertools
 import json
 import math
 import os
@@ -40,101 +26,16 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from alejax.main import check_override_keys, load_config_file
+from alejax.config import check_override_keys, config_module, load_config_file
+from alejax.launch.sweep import Run, Sweep
 from alejax.train.metrics import format_seconds
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 RESULT_FILE = "sweep_result.json"  # written only when a run exits 0: its presence means "finished"
 LOG_FILE = "sweep_run.log"
-
-Run = dict[str, Any]  # dotted config key -> value
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Expansion: product / zip_ / chain over {key: [values]}
-
-
-def _runs(factor: Mapping[str, Sequence[Any]] | Sequence[Run], *, how: str) -> list[Run]:
-    """A `{key: [values]}` dict (crossed or zipped over its keys, per `how`) or an already expanded run list."""
-    if isinstance(factor, Mapping):
-        if not factor:
-            raise ValueError("an empty {} is not a sweep axis; give {key: [values]}")
-        for key, values in factor.items():
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"sweep keys are dotted config keys (str), got {key!r}")
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-                raise ValueError(f"sweep key {key!r} needs a list of values, got {values!r}")
-            if len(values) == 0:
-                raise ValueError(f"sweep key {key!r} has an empty list of values")
-        keys = list(factor)
-        if how == "zip":
-            _check_same_length({k: len(factor[k]) for k in keys})
-            return [dict(zip(keys, combo)) for combo in zip(*(factor[k] for k in keys))]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(factor[k] for k in keys))]
-    if isinstance(factor, Sequence) and not isinstance(factor, (str, bytes)):
-        if not all(isinstance(run, Mapping) for run in factor):
-            raise ValueError(f"a run list holds dicts of overrides; got {factor!r}")
-        return [dict(run) for run in factor]
-    raise ValueError(f"a sweep factor is {{key: [values]}} or a list of runs, got {factor!r}")
-
-
-def _check_same_length(lengths: Mapping[str, int]) -> None:
-    if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
-        raise ValueError(f"zip_ needs equally long value lists; got lengths {shown}")
-
-
-def _merge(runs: Sequence[Run]) -> Run:
-    merged: Run = {}
-    for run in runs:
-        clash = sorted(set(merged) & set(run))
-        if clash:
-            raise ValueError(f"sweep key(s) {clash} appear in more than one factor")
-        merged.update(run)
-    return merged
-
-
-def product(*factors) -> list[Run]:
-    """Every combination: `product({"a": [1, 2]}, {"b": [3, 4]})` -> 4 runs (a dict's own keys are crossed)."""
-    expanded = [_runs(f, how="product") for f in factors]
-    return [_merge(combo) for combo in itertools.product(*expanded)]
-
-
-def zip_(*factors) -> list[Run]:
-    """Position by position: `zip_({"a": [1, 2], "b": [3, 4]})` -> 2 runs; all lists must be equally long."""
-    expanded = [_runs(f, how="zip") for f in factors]
-    _check_same_length({"+".join(sorted({k for r in runs for k in r})): len(runs) for runs in expanded})
-    return [_merge(combo) for combo in zip(*expanded)]
-
-
-def chain(*factors) -> list[Run]:
-    """One after another: e.g. a baseline run list followed by the ablation grid."""
-    return [run for f in factors for run in _runs(f, how="product")]
-
-
-@dataclass
-class Sweep:
-    config: str  # "configs/X.py[:preset]", relative to the working directory or the repository
-    runs: Sequence[Run]  # from product / zip_ / chain
-    fixed: Mapping[str, Any] = field(default_factory=dict)  # applied to every run
-    metric: str = "loss"  # plotted against each swept key; the best run is marked in results.md
-    goal: str = "min"  # "min" or "max": which end of `metric` is best
-    name: str | None = None  # the sweep workdir's name (default: the sweep file's stem)
-    columns: Sequence[str] | None = None  # metrics shown in results.md after `metric` (None: all; CSV: all)
-
-    def __post_init__(self):
-        self.runs = _runs(self.runs, how="product")
-        if not self.runs:
-            raise ValueError("the sweep has no runs")
-        if self.goal not in ("min", "max"):
-            raise ValueError(f"Sweep.goal must be 'min' or 'max', got {self.goal!r}")
-        clash = sorted(set(self.fixed) & {k for r in self.runs for k in r})
-        if clash:
-            raise ValueError(f"key(s) {clash} are both swept and fixed")
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading and checking
@@ -143,14 +44,14 @@ class Sweep:
 def load_sweep(path: str) -> Sweep:
     if not os.path.exists(path):
         raise ValueError(f"sweep file {path!r} does not exist")
-    spec = importlib.util.spec_from_file_location("_alejax_sweep", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_module(path, "sweep file")
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"sweep file {path!r} has no get_sweep()")
     sweep = module.get_sweep()
     if not isinstance(sweep, Sweep):
-        raise ValueError(f"{path}: get_sweep() must return alejax.sweep.Sweep, got {type(sweep).__name__}")
+        raise ValueError(
+            f"{path}: get_sweep() must return alejax.launch.sweep.Sweep, got {type(sweep).__name__}"
+        )
     sweep.name = sweep.name or os.path.splitext(os.path.basename(path))[0]
     return sweep
 
@@ -555,7 +456,7 @@ def tpu_command(run: PlannedRun, config: str, vm: str, zone: str, project: str =
 
 
 def parse_args(argv: Sequence[str]):
-    parser = argparse.ArgumentParser(prog="python -m alejax.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alejax.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="sweep file (Python with get_sweep())")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (local)")
     parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the commands, run nothing")
@@ -636,7 +537,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's cli, so sweep files' `from alejax.sweep import Sweep` is this module's Sweep.
-    from alejax import sweep as _module
-
-    sys.exit(_module.cli())
+    sys.exit(cli())
