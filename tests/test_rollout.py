@@ -354,7 +354,8 @@ def test_sampling_frequencies_follow_the_truncated_distribution(sampling, expect
     from alejax.rollout.sampler import sample_logits
 
     logits = jnp.log(jnp.tile(jnp.array([[0.5, 0.3, 0.15, 0.05]]), (20000, 1)))
-    tokens, logp = jax.jit(lambda x, k: sample_logits(x, k, sampling))(logits, jax.random.key(0))
+    keys = jax.random.split(jax.random.key(0), 20000)  # one key per row, as the sampler draws
+    tokens, logp = jax.jit(lambda x, k: sample_logits(x, k, sampling))(logits, keys)
     frequencies = np.bincount(np.asarray(tokens), minlength=4) / 20000
     np.testing.assert_allclose(frequencies, expected, atol=0.015)
     # μ is the tempered, untruncated log-probability of the drawn token.

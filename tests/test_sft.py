@@ -1,5 +1,7 @@
 """SFT episodes render exactly as rollout does, with the loss on the model's turns only, and teach."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -74,3 +76,43 @@ def test_sft_on_expert_episodes_lowers_the_loss_on_held_out_tasks(tokenizer):
         state, _ = step(state, {k: v[idx] for k, v in train.items()})
     after = held_out_loss(state)
     assert after < 0.5 * before, (before, after)
+
+
+def test_sft_stage_starts_from_a_pretrained_model_directory(tmp_path, tokenizer):
+    """`pretrained` = a saved model: SFT loads its weights, architecture and tokenizer, and trains from them."""
+    from alejax.config import load_config_file
+    from alejax.models import create_model, save_pretrained
+    from alejax.train.sft import train_sft
+
+    saved = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=48,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        head_dim=24,
+        mlp_dim=96,
+    )
+    model_dir = str(tmp_path / "pretrained")
+    original = create_model(saved, seed=7)
+    save_pretrained(original, model_dir, eos_token_id=tokenizer.eos_id)
+    tokenizer.save(model_dir)
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    c = load_config_file(os.path.join(root, "configs", "sft.py:arithmetic"))
+    c.workdir, c.pretrained, c.steps = str(tmp_path / "sft"), model_dir, 0  # 0 steps: the loaded weights
+    c.data.n_episodes, c.data.batch_size = 8, 2
+    graphdef, params, loaded_tokenizer, _ = train_sft(c)
+    assert loaded_tokenizer.encode("calc 3 + 4") == tokenizer.encode("calc 3 + 4")
+    model = nnx.merge(graphdef, params)
+    assert model.config.d_model == 48 and model.config.n_layers == 1  # the `model` section was not used
+    for a, b in zip(jax.tree.leaves(nnx.state(original)), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    c.steps, c.log_every, c.eval_every, c.checkpoint_every = 2, 1, 2, 2
+    _, trained, _, last = train_sft(c)
+    assert np.isfinite(last["loss"])
+    moved = [
+        np.abs(np.asarray(a) - np.asarray(b)).max()
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(trained))
+    ]
+    assert max(moved) > 0  # the two steps trained the loaded weights

