@@ -3,6 +3,9 @@
 Run:   python -m alejax.main --config=configs/lm.py            # tiny preset: ~1M params, CPU, ~1 minute
        python -m alejax.main --config=configs/lm.py:25m --config.steps=2000
 Override any key: --config.optim.learning_rate=1e-3 --config.mesh.tensor=2
+
+Expected (tiny, seed 0): final train loss ~0.50, eval loss ~0.55 nats/token after 300 steps (measured
+2026-12-01; the generated corpus is very regular).
 """
 
 import dataclasses

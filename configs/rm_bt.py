@@ -2,6 +2,9 @@
 
 Run:   python -m alejax.main --config=configs/rm_bt.py       # tiny preset, CPU, ~1 minute
 Oracle (decorrelated training data): --config.data.train_split=balanced
+
+Expected (tiny, seed 0, 400 steps, gold labels): IID 0.91, balanced 0.56, reversed 0.13 pairwise accuracy: the
+train split's planted artifacts carry it (measured 2026-12-01).
 """
 
 import os

@@ -140,15 +140,16 @@ def test_sharded_load_on_mesh(checkpoints, arch):
     want_state = dict(nnx.to_flat_state(expected))
     for path in [
         ("embedding",),
-        ("layers", 0, "attn", "q"),
-        ("layers", 1, "mlp", "down"),
+        ("layers", "attn", "q"),
+        ("layers", "mlp", "down"),
         ("final_norm", "scale"),
     ]:
         got = got_state[path].get_value().sharding
         want = want_state[path].get_value()
         assert got.spec == want.spec and got.mesh == want.mesh, (path, got.spec, want.spec)
-    q = ours_model.layers[0].attn.q.get_value()
+    q = ours_model.layers.attn.q.get_value()
     assert q.addressable_shards[0].data.shape == (
+        ours_model.config.n_layers,  # the stacked layers axis: replicated
         32,
         2,
         ours_model.config.head_dim,
@@ -376,7 +377,7 @@ def test_bf16_checkpoint(tmp_path):
 
     loaded = hf.from_pretrained(tmp_path)
     assert loaded.config.param_dtype == "bfloat16"
-    q = loaded.layers[1].attn.q.get_value()
+    q = loaded.layers.attn.q.get_value()[1]
     assert q.dtype == jnp.bfloat16
     np.testing.assert_array_equal(
         np.asarray(q, np.float32), sd["model.layers.1.self_attn.q_proj.weight"].T.reshape(D, H, hd)
@@ -386,11 +387,11 @@ def test_bf16_checkpoint(tmp_path):
     assert f32.embedding.get_value().dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(f32.embedding.get_value()), sd["model.embed_tokens.weight"])
     np.testing.assert_array_equal(
-        np.asarray(f32.layers[0].attn.k_bias.get_value()),
+        np.asarray(f32.layers.attn.k_bias.get_value()[0]),
         sd["model.layers.0.self_attn.k_proj.bias"].reshape(2, hd),
     )
     np.testing.assert_array_equal(
-        np.asarray(f32.layers[0].mlp.down.get_value()), sd["model.layers.0.mlp.down_proj.weight"].T
+        np.asarray(f32.layers.mlp.down.get_value()[0]), sd["model.layers.0.mlp.down_proj.weight"].T
     )
 
     # bf16 export (from f32 params) is read by transformers as the same bf16 values.

@@ -94,7 +94,9 @@ def test_two_processes_equal_one_process(tmp_path):
         for key in metrics:
             np.testing.assert_allclose(result[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
         for key in params:
-            np.testing.assert_allclose(result[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
+            # Adam steps of ~1e-3 on f32 values: reduction order across processes moves a few ulps (1.5e-6 seen
+            # once with scanned layers); a wrong shard or a missing half of the batch moves them by ~1e-3.
+            np.testing.assert_allclose(result[key], ref[key], rtol=1e-5, atol=5e-6, err_msg=key)
             assert result[key].shape == ref[key].shape
     # Both processes wrote their shards into one checkpoint and read back exactly what they saved.
     assert [float(r["checkpoint_mismatches"]) for r in results] == [0.0, 0.0]

@@ -130,7 +130,7 @@ def test_sampling_on_8_devices_equals_single_device():
     assert out_a == out_b
     np.testing.assert_allclose(np.concatenate(lp_a), np.concatenate(lp_b), atol=1e-4)
     cache = sharded.init_cache()
-    assert cache[0].k.sharding.spec[0] == ("data", "fsdp") and cache[0].k.sharding.spec[1] == "tensor"
+    assert cache.k.sharding.spec[:3] == (None, ("data", "fsdp"), "tensor")  # [layers, batch, kv_heads, ..]
 
 
 def test_sampler_with_scaled_rope_equals_the_full_forward():

@@ -23,14 +23,19 @@ LAYOUTS = {
     "tensor8": {"tensor": 8},
     "mix2x2x2": {"data": 2, "fsdp": 2, "tensor": 2},
 }
-# What the rule table must give, written out by hand for a few parameters.
+# What the rule table must give, written out by hand for a few parameters. Layer parameters are stacked on a
+# leading `layers` axis (the layer scan's), replicated by default.
 EXPECTED = {
-    "data8": {"q": P(None, None, None), "gate": P(None, None), "embedding": P(None, None)},
-    "fsdp8": {"q": P("fsdp", None, None), "gate": P("fsdp", None), "embedding": P(None, "fsdp")},
-    "tensor8": {"q": P(None, "tensor", None), "gate": P(None, "tensor"), "embedding": P("tensor", None)},
+    "data8": {"q": P(None, None, None, None), "gate": P(None, None, None), "embedding": P(None, None)},
+    "fsdp8": {"q": P(None, "fsdp", None, None), "gate": P(None, "fsdp", None), "embedding": P(None, "fsdp")},
+    "tensor8": {
+        "q": P(None, None, "tensor", None),
+        "gate": P(None, None, "tensor"),
+        "embedding": P("tensor", None),
+    },
     "mix2x2x2": {
-        "q": P("fsdp", "tensor", None),
-        "gate": P("fsdp", "tensor"),
+        "q": P(None, "fsdp", "tensor", None),
+        "gate": P(None, "fsdp", "tensor"),
         "embedding": P("tensor", "fsdp"),
     },
 }
@@ -82,14 +87,14 @@ def test_sharded_loss_and_grads_equal_single_device(layout, reference):
         names = var.get_metadata()["out_sharding"]
         want = logical_to_spec(names, var.shape, mesh)
         assert var[...].sharding.spec == want, (layout, jax.tree_util.keystr(path))
-    assert model.layers[0].attn.q[...].sharding.spec == EXPECTED[layout]["q"]
-    assert model.layers[1].mlp.gate[...].sharding.spec == EXPECTED[layout]["gate"]
+    assert model.layers.attn.q[...].shape[0] == CFG.n_layers
+    assert model.layers.attn.q[...].sharding.spec == EXPECTED[layout]["q"]
+    assert model.layers.mlp.gate[...].sharding.spec == EXPECTED[layout]["gate"]
     assert model.embedding[...].sharding.spec == EXPECTED[layout]["embedding"]
     # Born sharded: each device holds only its block.
     n_split = np.prod([mesh.shape[a] for a in jax.tree.leaves(tuple(EXPECTED[layout]["q"])) if a])
     assert (
-        model.layers[0].attn.q[...].addressable_shards[0].data.size
-        == model.layers[0].attn.q[...].size // n_split
+        model.layers.attn.q[...].addressable_shards[0].data.size == model.layers.attn.q[...].size // n_split
     )
 
 
@@ -112,8 +117,8 @@ def test_train_step_matches_single_device_and_donates_state():
         # Adam moments follow their parameter's layout.
         mu = state.opt_state[1][0].mu
         assert (
-            mu["layers"][0]["attn"]["q"][...].sharding.spec
-            == state.params["layers"][0]["attn"]["q"][...].sharding.spec
+            mu["layers"]["attn"]["q"][...].sharding.spec
+            == state.params["layers"]["attn"]["q"][...].sharding.spec
         )
     np.testing.assert_allclose(results["single"][0], results["mix2x2x2"][0], rtol=1e-5)
     assert results["single"][0][2] < results["single"][0][0]  # it learns
@@ -172,8 +177,8 @@ def test_train_state_checkpoint_restores_onto_another_mesh(tmp_path):
     assert step == 1 and extra == {"note": "fsdp"}
     for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(restored)):
         np.testing.assert_array_equal(a, np.asarray(b))
-    q = restored.params["layers"][0]["attn"]["q"][...]
-    assert q.sharding.spec == P(None, "tensor", None) and q.sharding.mesh.shape["data"] == 4
+    q = restored.params["layers"]["attn"]["q"][...]
+    assert q.sharding.spec == P(None, None, "tensor", None) and q.sharding.mesh.shape["data"] == 4
     # One more step on each layout gives the same parameters.
     a, _ = make_train_step(graphdef, tx, fsdp_shardings, fsdp)(state, _batch(1))
     b, _ = make_train_step(graphdef, tx, other_shardings, other)(restored, _batch(1))

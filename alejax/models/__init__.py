@@ -4,7 +4,7 @@ from alejax.models.config import PRESETS, ModelConfig, RopeScaling, get_preset
 from alejax.models.gguf import config_from_gguf, from_gguf
 from alejax.models.hf import config_from_hf, from_pretrained, save_pretrained
 from alejax.models.init import abstract_model, create_model, model_shardings
-from alejax.models.transformer import KVCache, LayerCache, Transformer, init_cache
+from alejax.models.transformer import KVCache, Transformer, init_cache
 
 __all__ = [
     "PRESETS",
@@ -15,7 +15,6 @@ __all__ = [
     "create_model",
     "model_shardings",
     "KVCache",
-    "LayerCache",
     "Transformer",
     "init_cache",
     "from_pretrained",

@@ -141,6 +141,20 @@ PRESETS: dict[str, ModelConfig] = {
         mlp_dim=2560,
         tie_embeddings=True,
     ),
+    # Shape of SmolLM2-135M(-Instruct) (weights: `from_gguf(gguf.smollm2_path())` or a safetensors directory).
+    "smollm2_135m": ModelConfig(
+        vocab_size=49152,
+        d_model=576,
+        n_layers=30,
+        n_heads=9,
+        n_kv_heads=3,
+        head_dim=64,
+        mlp_dim=1536,
+        rope_theta=100_000.0,
+        norm_eps=1e-5,
+        tie_embeddings=True,
+        max_position_embeddings=8192,
+    ),
     # Shape of Qwen2.5-0.5B (weights come from a user's directory via from_pretrained).
     "qwen2_0_5b": ModelConfig(
         vocab_size=151936,

@@ -14,7 +14,10 @@ written on the same torch-free numpy path as f32/f16 ones.
 one parameter at a time (`jax.device_get`) and at most one output shard's worth of tensors at once.
 It expects fully addressable arrays (single-process export).
 
-The one name/layout table (`_MODEL_TABLE`, `_LAYER_TABLE`) drives both directions.
+The one name/layout table (`_MODEL_TABLE`, `_LAYER_TABLE`) drives both directions. The layers' parameters
+are stacked on a leading `layers` axis (the layer scan's); Hugging Face's per-layer tensors
+`model.layers.{i}.*` are the slices [i] of one stacked parameter, and a device's shard of it is read layer by
+layer, each layer's block alone.
 """
 
 from __future__ import annotations
@@ -100,10 +103,13 @@ _O_BIAS = "self_attn.o_proj.bias"
 
 
 class Entry(NamedTuple):
-    path: tuple  # our nnx state path, e.g. ("layers", 0, "attn", "q")
+    """One Hugging Face tensor: our parameter `path`, and for a layer's tensor the slice `layer` of it."""
+
+    path: tuple  # our nnx state path, e.g. ("layers", "attn", "q") (stacked over layers)
     hf_name: str
     layout: Layout
-    shape: tuple[int, ...]  # ours
+    shape: tuple[int, ...]  # ours, of this tensor (one layer's slice of a stacked parameter)
+    layer: int | None = None  # index on the stacked `layers` axis; None for embedding, final norm, lm_head
 
     @property
     def hf_shape(self) -> tuple[int, ...]:
@@ -111,16 +117,21 @@ class Entry(NamedTuple):
 
 
 def param_table(config: ModelConfig, shapes: Mapping[tuple, Sequence[int]]) -> list[Entry]:
-    """The table expanded for `config`: one Entry per parameter present in `shapes` (path -> shape)."""
+    """The table expanded for `config`: one Entry per Hugging Face tensor of the parameters in `shapes`
+    (path -> shape; a layer parameter's shape has the leading `layers` axis)."""
     _check_family(config)
-    rows = [(path, name, layout) for path, name, layout in _MODEL_TABLE]
-    for i in range(config.n_layers):
-        rows += [
-            (("layers", i) + path, f"model.layers.{i}.{name}", layout) for path, name, layout in _LAYER_TABLE
-        ]
     entries = [
-        Entry(path, name, layout, tuple(shapes[path])) for path, name, layout in rows if path in shapes
+        Entry(path, name, layout, tuple(shapes[path]))
+        for path, name, layout in _MODEL_TABLE
+        if path in shapes
     ]
+    for path, name, layout in _LAYER_TABLE:
+        path = ("layers",) + path
+        if path in shapes:
+            entries += [
+                Entry(path, f"model.layers.{i}.{name}", layout, tuple(shapes[path][1:]), i)
+                for i in range(config.n_layers)
+            ]
     missing = set(shapes) - {e.path for e in entries}
     if missing:  # a parameter the table does not know would silently be left out of exports
         raise KeyError(f"parameters without a Hugging Face name: {sorted(missing)}")
@@ -399,17 +410,27 @@ class _Checkpoint:
 BlockReader = Callable[[tuple[slice, ...]], np.ndarray]  # an HF-layout index -> that block of the tensor
 
 
-def _load_param(read_block: BlockReader, entry: Entry, sharding, dtype) -> jax.Array:
+def _load_param(readers: Sequence[BlockReader], entries: Sequence[Entry], sharding, dtype) -> jax.Array:
+    """One parameter from its Hugging Face tensor (one entry) or, stacked over layers, from one per layer."""
+    stacked = entries[0].layer is not None
+    shape = ((len(entries),) if stacked else ()) + entries[0].shape
     blocks: dict[tuple, np.ndarray] = {}  # replicated shards are read once, not once per device
 
+    def read(reader, entry, bounds):
+        block = _from_hf_block(reader(_hf_index(entry, bounds)), entry, bounds)
+        return np.ascontiguousarray(block.astype(dtype))
+
     def callback(index):
-        bounds = tuple(s.indices(n)[:2] for s, n in zip(index, entry.shape))
+        bounds = tuple(s.indices(n)[:2] for s, n in zip(index, shape))
         if bounds not in blocks:
-            block = read_block(_hf_index(entry, bounds))
-            blocks[bounds] = np.ascontiguousarray(_from_hf_block(block, entry, bounds).astype(dtype))
+            if stacked:  # this shard's layers, each read as its own block of its own tensor
+                layers = range(*bounds[0])
+                blocks[bounds] = np.stack([read(readers[i], entries[i], bounds[1:]) for i in layers])
+            else:
+                blocks[bounds] = read(readers[0], entries[0], bounds)
         return blocks[bounds]
 
-    return jax.make_array_from_callback(entry.shape, sharding, callback)
+    return jax.make_array_from_callback(shape, sharding, callback)
 
 
 def place_model(
@@ -433,11 +454,14 @@ def place_model(
             path: var.get_value() for path, var in nnx.to_flat_state(model_shardings(config, mesh, rules))
         }
     variables = dict(nnx.to_flat_state(abstract_state))
-    entries = param_table(config, {path: var.shape for path, var in variables.items()})
+    by_path: dict[tuple, list[Entry]] = {}
+    for entry in param_table(config, {path: var.shape for path, var in variables.items()}):
+        by_path.setdefault(entry.path, []).append(entry)
     flat = []
-    for entry in entries:
-        array = _load_param(open_tensor(entry), entry, shardings[entry.path], config.jnp_param_dtype)
-        flat.append((entry.path, variables[entry.path].replace(array)))
+    for path, entries in by_path.items():  # one parameter at a time (a stacked one: all its layers)
+        readers = [open_tensor(entry) for entry in entries]
+        array = _load_param(readers, entries, shardings[path], config.jnp_param_dtype)
+        flat.append((path, variables[path].replace(array)))
     state = nnx.from_flat_state(flat)
     if mesh is None:
         return nnx.merge(graphdef, state)
@@ -516,10 +540,14 @@ def save_pretrained(
 
     # (HF name, byte size, producer) in table order; producers gather one parameter when called.
     def from_param(entry):
-        return lambda: _to_hf(
-            np.asarray(jax.device_get(params[entry.path].get_value())).astype(out_dtype), entry.layout
-        )
+        def produce():
+            value = params[entry.path].get_value()
+            value = value if entry.layer is None else value[entry.layer]  # one layer's slice on device
+            return _to_hf(np.asarray(jax.device_get(value)).astype(out_dtype), entry.layout)
 
+        return produce
+
+    entries = sorted(entries, key=lambda e: -1 if e.layer is None else e.layer)  # HF's order: layer by layer
     items = [(e.hf_name, math.prod(e.hf_shape) * out_dtype.itemsize, from_param(e)) for e in entries]
     items += [
         (name, config.d_model * out_dtype.itemsize, lambda: np.zeros((config.d_model,), out_dtype))

@@ -5,6 +5,11 @@ calls the same module with a preallocated KV cache: a prefill writes a chunk of 
 positions, a decode step writes one token per row. Every parameter carries logical axis names
 (`out_sharding` metadata) and every large activation is constrained by logical names, so the rule
 table in `alejax.parallel.rules` alone decides the layout.
+
+The layers are one Block whose parameters are stacked on a leading `layers` axis (built with `nnx.vmap`),
+run under one `jax.lax.scan` (MaxText's `scan_layers`): one layer body is compiled whatever the depth, and
+`ModelConfig.remat` wraps that body. The KV cache is stacked the same way ([n_layers, ...]) and carried by
+the scan, each layer writing its own slice in place.
 """
 
 from __future__ import annotations
@@ -41,27 +46,27 @@ def dense(x: jax.Array, kernel: jax.Array, n_contract: int = 1) -> jax.Array:
     return y.reshape(*lead, *out)
 
 
-class LayerCache(NamedTuple):
-    """Keys and values of one layer; index along `length` is the token's absolute position."""
+class KVCache(NamedTuple):
+    """Keys and values of every layer, stacked like the layers' parameters; index along `cache_length` is
+    the token's absolute position. The layer scan carries the whole cache and writes layer i's slice in place."""
 
-    k: jax.Array  # [B, n_kv_heads, S, head_dim]: head-major, as attention reads it
+    k: jax.Array  # [n_layers, B, n_kv_heads, S, head_dim]: head-major, as attention reads it
     v: jax.Array
 
 
-KVCache = tuple[LayerCache, ...]
-
-CACHE_NAMES = ("batch", "kv_heads", "cache_length", "head_dim")
+LAYER_CACHE_NAMES = ("batch", "kv_heads", "cache_length", "head_dim")  # one layer's slice
+CACHE_NAMES = ("layers",) + LAYER_CACHE_NAMES
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
     """A zero KV cache for `batch_size` rows of up to `max_length` positions."""
-    shape = (batch_size, config.n_kv_heads, max_length, config.head_dim)
+    shape = (config.n_layers, batch_size, config.n_kv_heads, max_length, config.head_dim)
     dtype = config.jnp_dtype if dtype is None else dtype
 
     def zeros():
         return constrain(jnp.zeros(shape, dtype), CACHE_NAMES)
 
-    return tuple(LayerCache(zeros(), zeros()) for _ in range(config.n_layers))
+    return KVCache(zeros(), zeros())
 
 
 class RMSNorm(nnx.Module):
@@ -163,14 +168,14 @@ def rotary(config: ModelConfig, positions: jax.Array, lengths: jax.Array | None 
     return jnp.cos(angles) * scale, jnp.sin(angles) * scale
 
 
-def _sequence_lengths(positions, segment_ids, cache: LayerCache | None) -> jax.Array:
+def _sequence_lengths(positions, segment_ids, cache: KVCache | None) -> jax.Array:
     """Per token [B, T], the length its sequence reaches in this call: HF's max(position_ids) + 1, taken
     per packed document of a full sequence and per row's chunk when writing to a cache."""
     if cache is None:
         same_document = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
         last = jnp.max(jnp.where(same_document, positions[:, None, :], -1), axis=-1)
     else:
-        real = positions < cache.k.shape[2]  # padding writes at an out-of-range position
+        real = positions < cache.k.shape[-2]  # padding writes at an out-of-range position
         last = jnp.max(jnp.where(real, positions, -1), axis=-1, keepdims=True)
     return jnp.broadcast_to(last + 1, positions.shape)
 
@@ -213,7 +218,8 @@ class Attention(nnx.Module):
             y = y + getattr(self, name + "_bias")[...].astype(dtype)
         return y
 
-    def __call__(self, x, positions, segment_ids, cache: LayerCache | None):
+    def __call__(self, x, positions, segment_ids, cache: KVCache | None, layer: jax.Array | None = None):
+        """`cache`: the whole stacked cache (all layers); this layer writes and reads its slice `layer`."""
         c = self.config
         q, k = self._project(x, "q"), self._project(x, "k")
         if c.qk_norm:
@@ -236,15 +242,16 @@ class Attention(nnx.Module):
             # Write this chunk at its absolute positions, then attend over the whole cache. A row's cache
             # holds one sequence from position 0, so "key position <= query position" is the full mask;
             # entries beyond a row's length are stale and masked. Out-of-range writes (padding) are dropped.
+            # The scatter goes into the stacked cache the layer scan carries, so XLA updates it in place.
             rows = jnp.arange(x.shape[0])[:, None, None]
             heads = jnp.arange(c.n_kv_heads)[None, :, None]
-            at = (rows, heads, positions[:, None, :])
-            keys = cache.k.at[at].set(k.transpose(0, 2, 1, 3).astype(cache.k.dtype), mode="drop")
-            values = cache.v.at[at].set(v.transpose(0, 2, 1, 3).astype(cache.v.dtype), mode="drop")
-            keys = constrain(keys, CACHE_NAMES)
-            values = constrain(values, CACHE_NAMES)
-            new_cache = LayerCache(keys, values)
-            key_positions = jnp.arange(cache.k.shape[2])
+            at = (layer, rows, heads, positions[:, None, :])
+            cache_k = cache.k.at[at].set(k.transpose(0, 2, 1, 3).astype(cache.k.dtype), mode="drop")
+            cache_v = cache.v.at[at].set(v.transpose(0, 2, 1, 3).astype(cache.v.dtype), mode="drop")
+            new_cache = KVCache(constrain(cache_k, CACHE_NAMES), constrain(cache_v, CACHE_NAMES))
+            keys = constrain(cache_k[layer], LAYER_CACHE_NAMES)
+            values = constrain(cache_v[layer], LAYER_CACHE_NAMES)
+            key_positions = jnp.arange(keys.shape[2])
             mask = key_positions[None, None, :] <= positions[:, :, None]
             keys, values = keys.astype(q.dtype), values.astype(q.dtype)
 
@@ -294,8 +301,8 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, segment_ids, cache):
-        attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache)
+    def __call__(self, x, positions, segment_ids, cache, layer):
+        attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer)
         x = x + attn_out
         x = x + self.mlp(self.mlp_norm(x))
         return x, cache
@@ -305,6 +312,17 @@ _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> Block:
+    """`n_layers` Blocks as ONE Block whose parameters have a leading `layers` axis (logical name "layers")."""
+
+    @nnx.split_rngs(splits=config.n_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make(rngs: nnx.Rngs) -> Block:
+        return Block(config, rngs)
+
+    return make(rngs)
 
 
 class Transformer(nnx.Module):
@@ -317,7 +335,7 @@ class Transformer(nnx.Module):
         self.embedding = _param(
             rngs, nnx.initializers.normal(c.init_std), (c.vocab_size, c.d_model), ("vocab", "embed"), pd
         )
-        self.layers = nnx.List([Block(c, rngs) for _ in range(c.n_layers)])
+        self.layers = _stacked_blocks(c, rngs)
         self.final_norm = RMSNorm(c.d_model, c.norm_eps, pd, rngs)
         if not c.tie_embeddings:
             self.lm_head = _param(
@@ -344,18 +362,23 @@ class Transformer(nnx.Module):
         x = jnp.take(table, tokens, axis=0).astype(c.jnp_dtype)
         x = constrain(x, ("batch", "length", "act_embed"))
 
-        def apply_block(block, x, layer_cache):
-            return block(x, positions, segment_ids, layer_cache)
+        # One compiled layer body, scanned over the parameters stacked on the leading `layers` axis: compile
+        # time does not grow with depth. The carry holds the residual stream and (when sampling) the whole
+        # stacked KV cache, which each layer updates at its own index.
+        graphdef, layer_params = nnx.split(self.layers)
 
-        if c.remat != "none":
-            apply_block = nnx.remat(apply_block, policy=_REMAT_POLICIES[c.remat])
+        def apply_block(carry, layer_input):
+            x, layer_cache = carry
+            params, layer = layer_input
+            x, layer_cache = nnx.merge(graphdef, params)(x, positions, segment_ids, layer_cache, layer)
+            return (x, layer_cache), None
 
-        new_cache = []
-        for i, block in enumerate(self.layers):
-            x, layer_cache = apply_block(block, x, None if cache is None else cache[i])
-            new_cache.append(layer_cache)
+        if c.remat != "none":  # what the backward pass keeps of each layer (the scan stacks it over layers)
+            apply_block = jax.checkpoint(apply_block, policy=_REMAT_POLICIES[c.remat], prevent_cse=False)
+
+        (x, new_cache), _ = jax.lax.scan(apply_block, (x, cache), (layer_params, jnp.arange(c.n_layers)))
         x = self.final_norm(x)
-        return x, (None if cache is None else tuple(new_cache))
+        return x, new_cache
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Project hidden states to vocabulary logits (f32)."""

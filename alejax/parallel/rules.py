@@ -32,6 +32,10 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("head_dim", None),
     ("mlp", "tensor"),
     ("norm", None),
+    (
+        "layers",
+        None,
+    ),  # the stacked axis of the scanned layers (and of the KV cache): every device holds all layers
 )
 
 _local = threading.local()

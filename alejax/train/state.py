@@ -60,12 +60,21 @@ def make_optimizer(
         raise ValueError(f"schedule={schedule!r}: expected cosine or constant")
 
     def decay_mask(params):
-        return jax.tree.map(lambda p: p.ndim >= 2, params)
+        return jax.tree.map(_decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
     return optax.chain(
         optax.clip_by_global_norm(grad_clip),
         optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask),
     )
+
+
+def _decays(leaf) -> bool | nnx.Variable:
+    """Weight decay for matrices, not for norms and biases: >= 2 dims besides the stacked `layers` axis."""
+    if not isinstance(leaf, nnx.Variable):
+        return jax.tree.map(lambda p: p.ndim >= 2, leaf)
+    stacked = "layers" in (leaf.get_metadata().get("out_sharding") or ())
+    # tree.map: a slot holding no array (optax.MaskedNode, an empty tree) stays as it is.
+    return leaf.replace(jax.tree.map(lambda p: p.ndim - stacked >= 2, leaf.get_value()))
 
 
 def optimizer_from(optim, total_steps: int) -> optax.GradientTransformation:
