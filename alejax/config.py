@@ -38,7 +38,9 @@ def config_module(path: str, what: str = "config file"):
     sweep file."""
     if not os.path.exists(path):
         raise SystemExit(f"error: {what} {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"_alejax_config_{os.path.basename(path)[:-3]}", path)
+    module_spec = importlib.util.spec_from_file_location(
+        f"_alejax_config_{os.path.basename(path)[:-3]}", path
+    )
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
