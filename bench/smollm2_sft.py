@@ -32,8 +32,8 @@ from alejax.parallel import make_mesh  # noqa: E402
 from alejax.rollout.evaluate import evaluate_policy  # noqa: E402
 from alejax.rollout.model_policy import load_model_and_tokenizer  # noqa: E402
 from alejax.rollout.scheduler import RolloutConfig  # noqa: E402
+from alejax.train.loop import eval_loss_fn  # noqa: E402
 from alejax.train.sft import sft_episodes, train_sft  # noqa: E402
-from alejax.train.step import next_token_loss  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "sft.py")
 HELD_OUT = 1_000_000  # task seeds from here on: never in SFT's episodes (seeds 0..n_episodes)
@@ -51,13 +51,16 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def held_out_loss(graphdef, params, rows, mesh, batch: int = 4) -> float:
-    loss = jax.jit(lambda p, b: next_token_loss(nnx.merge(graphdef, p), b)[0])
-    with jax.set_mesh(mesh):
-        values = [
-            float(loss(params, {k: jnp.asarray(v[i : i + batch]) for k, v in rows.items()}))
-            for i in range(0, len(rows["tokens"]) - batch + 1, batch)
-        ]
-    return float(np.mean(values))
+    loss = eval_loss_fn(graphdef, mesh)  # the SFT loop's own eval loss
+    n = len(rows["tokens"])
+    return float(
+        np.mean(
+            [
+                loss(params, {k: v[i : i + batch] for k, v in rows.items()})
+                for i in range(0, n - batch + 1, batch)
+            ]
+        )
+    )
 
 
 def success(graphdef, params, tokenizer, config, n_tasks: int, mesh) -> float:

@@ -54,7 +54,7 @@ def fit_next_token(
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     state, _, _ = resume(checkpointer, state, data_iter)
 
-    eval_loss = _eval_loss_fn(graphdef, mesh)
+    eval_loss = eval_loss_fn(graphdef, mesh)
     eval_batches = [
         {k: v[i : i + batch_size] for k, v in eval_rows.items()}
         for i in range(0, len(eval_rows["tokens"]) - batch_size + 1, batch_size)
@@ -100,7 +100,9 @@ def fit_next_token(
     return graphdef, state, last
 
 
-def _eval_loss_fn(graphdef, mesh):
+def eval_loss_fn(graphdef, mesh):
+    """`run(params, batch) -> float`: the next-token loss of one batch of rows, jit'd once, on `mesh`."""
+
     @jax.jit
     def eval_loss(params, batch):
         return next_token_loss(nnx.merge(graphdef, params), batch)[0]
