@@ -131,12 +131,27 @@ def _default(field: dataclasses.Field):
     raise ValueError(f"field {field.name!r} has no default: pass it to section_of")
 
 
+def model_section(model_config) -> ConfigDict:
+    """A job's `model` section from a ModelConfig: every field but `lora`, which jobs keep in their own
+    top-level `lora` section (it applies to a pretrained model's architecture as much as to this one)."""
+    values = dataclasses.asdict(model_config)
+    values.pop("lora")
+    return ConfigDict(values)
+
+
 def model_config_from(section: ConfigDict, tokenizer=None):
     """The ModelConfig of a job's `model` section; with a tokenizer, the vocabulary grows to hold its ids."""
     from alejax.models.config import ModelConfig
 
     vocab = max(section.vocab_size, tokenizer.vocab_size) if tokenizer is not None else section.vocab_size
     return from_section(ModelConfig, section, vocab_size=vocab)
+
+
+def lora_config_of(config: ConfigDict):
+    """The LoRAConfig of a job's `lora` section (None when the config has none: no adapters)."""
+    from alejax.models.config import LoRAConfig
+
+    return from_section(LoRAConfig, config.lora) if "lora" in config else None
 
 
 def system_prompt_of(env_section: ConfigDict, env) -> str:

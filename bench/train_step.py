@@ -1,11 +1,14 @@
 """Throughput and MFU of the sharded train step, against this machine's practical peak measured now.
 
-  python bench/train_step.py                 # ~25M, ~100M and the SmolLM2-135M shape, minutes on 2 CPU cores
+  python bench/train_step.py                 # ~25M, ~100M, SmolLM2-135M full and LoRA; minutes on 2 CPU cores
   python bench/train_step.py --sizes=25m --steps=3
 
 The baseline is a large f32 matmul timed in the same process (the practical peak of these cores);
-MFU = model FLOPs/s of the train step (6N + attention, per token) / that peak. The last line is one
-JSON object with the figures.
+MFU = model FLOPs/s of the train step / that peak, with the FLOPs the step must do per token: 6N +
+attention for full training; for LoRA (rank 8 on every projection) 4N on the frozen weights (forward and
+input gradient, no weight gradient), 3x attention and 6x the adapters. Each row runs in its own process,
+so its peak host memory is its own. The LoRA row also reports the bytes a weight sync moves (the adapters)
+against the full weights. The last line is one JSON object with the figures.
 
 Compile-time rows: seconds to trace, lower and compile (AOT, on abstract arrays: nothing is initialised) the
 train step and the sampler's prefill and decode at the SmolLM2-135M shape with 4 and with 30 layers. The
@@ -17,7 +20,9 @@ layers run under one `lax.scan`, so the ratio 30 vs 4 should stay near 1 (an unr
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import resource
 import time
 
@@ -26,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alejax.models.config import get_preset
+from alejax.models.config import LoRAConfig, get_preset
 from alejax.models.init import abstract_model
+from alejax.models.lora import tree_bytes
 from alejax.models.transformer import init_cache
 from alejax.parallel.mesh import make_mesh
 from alejax.parallel.rules import state_shardings
@@ -60,11 +66,19 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
     return 4 * 2 * n**3 / _best_time(lambda: chain(a, b), repeats)
 
 
-SIZES = {"25m": "25m", "100m": "100m", "smollm2": "smollm2_135m"}  # a bench row name -> its model preset
+# A bench row name -> its model preset and LoRA rank (0: full training).
+SIZES = {
+    "25m": ("25m", 0),
+    "100m": ("100m", 0),
+    "smollm2": ("smollm2_135m", 0),
+    "smollm2_lora": ("smollm2_135m", 8),
+}
 
 
-def train_step_throughput(preset: str, batch_size: int, seq_len: int, steps: int, mesh) -> dict:
-    config = get_preset(preset)
+def train_step_throughput(size: str, batch_size: int, seq_len: int, steps: int) -> dict:
+    preset, rank = SIZES[size]
+    mesh = make_mesh({"fsdp": -1})
+    config = get_preset(preset, lora=LoRAConfig(rank=rank))
     tx = make_optimizer(1e-4, warmup_steps=1, total_steps=100)
     graphdef, state, shardings = init_train_state(config, tx, mesh)
     step = make_train_step(graphdef, tx, shardings, mesh)
@@ -95,9 +109,17 @@ def train_step_throughput(preset: str, batch_size: int, seq_len: int, steps: int
         "tokens_per_s": tokens / step_s,
         "model_flops_per_s": flops / step_s,
         "loss": float(metrics["loss"]),
-        # The process's peak so far (rows run smallest first, so it is this row's): params, Adam, activations.
+        # This row's process: params, Adam (of what trains), activations.
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "sync_bytes": tree_bytes(state.params),  # what a weight sync to the sampler moves
+        "model_bytes": tree_bytes(state.model_params()),
     }
+
+
+def in_own_process(fn, *args):
+    """fn(*args) in a fresh process (spawned: its own jax, its own peak memory)."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _compile_seconds(jitted, *args, **kwargs) -> float:
@@ -141,7 +163,7 @@ def compile_times(n_layers: int, mesh, batch: int = 2, seq_len: int = 128, cache
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="25m,100m,smollm2", help=f"rows of {sorted(SIZES)}")
+    parser.add_argument("--sizes", default="25m,100m,smollm2,smollm2_lora", help=f"rows of {sorted(SIZES)}")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--seq_len", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4, help="rows per step (25m uses 2x this)")
@@ -173,7 +195,7 @@ def main():
     results = {}
     for size in [s for s in args.sizes.split(",") if s]:
         batch = args.batch * (2 if size == "25m" else 1)
-        r = train_step_throughput(SIZES[size], batch, args.seq_len, args.steps, mesh)
+        r = in_own_process(train_step_throughput, size, batch, args.seq_len, args.steps)
         results[size] = r
         print(
             f"{size}: {r['params_m']:.1f}M params, batch {batch}x{args.seq_len}, step {r['step_s']:.2f}s "
@@ -188,6 +210,15 @@ def main():
         summary[f"tokens_per_s_{size}"] = round(r["tokens_per_s"], 1)
         summary[f"step_s_{size}"] = round(r["step_s"], 3)
         summary[f"peak_rss_gb_{size}"] = round(r["peak_rss_gb"], 2)
+    if "smollm2_lora" in results:
+        r = results["smollm2_lora"]
+        summary["lora_sync_bytes"], summary["full_sync_bytes"] = r["sync_bytes"], r["model_bytes"]
+        summary["lora_sync_fraction"] = round(r["sync_bytes"] / r["model_bytes"], 5)
+        print(
+            f"weight sync, SmolLM2 LoRA rank 8: {r['sync_bytes'] / 2**20:.1f} MiB vs {r['model_bytes'] / 2**20:.1f} "
+            f"MiB of full weights ({summary['lora_sync_fraction']:.4f})",
+            flush=True,
+        )
     if len(compile_rows) == 2:
         few, many = sorted(compile_rows)
         a, b = compile_rows[few], compile_rows[many]

@@ -8,10 +8,9 @@ Expected (tiny, seed 0): final train loss ~0.50, eval loss ~0.55 nats/token afte
 2026-12-01; the generated corpus is very regular).
 """
 
-import dataclasses
-
 from ml_collections import ConfigDict
 
+from alejax.config import model_section
 from alejax.models.config import get_preset
 
 
@@ -21,7 +20,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.job = "lm"
     c.seed = 0
     c.workdir = f"runs/lm_{preset}"
-    c.model = ConfigDict(dataclasses.asdict(get_preset(preset)))
+    c.model = model_section(get_preset(preset))
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})  # -1 fills with the remaining devices
     # A Hugging Face tokenizer directory; default: a BPE trained on the corpus (kept in workdir/tokenizer).
     c.tokenizer = ConfigDict({"dir": ""})

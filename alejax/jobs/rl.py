@@ -13,6 +13,7 @@ import json
 import os
 import time
 
+from flax import nnx
 from ml_collections import ConfigDict
 
 from alejax.rl.build import build_pipeline, task_seeds
@@ -29,14 +30,16 @@ def run(config: ConfigDict) -> dict[str, float]:
     workdir = config.workdir
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
-    _, sft_params, tokenizer, _ = train_sft(config.sft)  # a finished SFT stage just loads
+    graphdef, sft_params, tokenizer, _ = train_sft(config.sft)  # a finished SFT stage just loads
     print(
         f"rl: {config.env.name}, vocab {tokenizer.vocab_size}, {config.rl.advantage} + "
         f"{config.rl.loss.policy_loss}, {config.rl.groups_per_step}x{config.rl.group_size} episodes/step, "
         f"gap {config.rl.max_policy_version_gap}",
         flush=True,
     )
-    pipeline = build_pipeline(config, tokenizer, params=sft_params)
+    # RL trains the model SFT trained (a pretrained one's architecture, the same adapters).
+    model_config = nnx.merge(graphdef, sft_params).config
+    pipeline = build_pipeline(config, tokenizer, params=sft_params, model_config=model_config)
     last = train_loop(pipeline, config, workdir)  # closes the pipeline
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if "reward" not in last:  # resumed at the final step

@@ -68,7 +68,7 @@ def run(config: ConfigDict) -> dict[str, float]:
             if step % config.log_every == 0 or step == config.steps:
                 metrics = jax.device_get(metrics)
                 if step % config.eval_every == 0 or step == config.steps:
-                    metrics.update(evaluate(scorer, state.params, eval_splits, d.batch_size))
+                    metrics.update(evaluate(scorer, state.model_params(), eval_splits, d.batch_size))
                 last = writer.write(step, metrics)
                 progress.update(step, {k: last[k] for k in SHOWN if k in last})
             if step % config.checkpoint_every == 0 or step == config.steps:

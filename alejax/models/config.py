@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections an adapter can wrap, by name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,36 @@ class RopeScaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (Hu et al. 2021) on the named projections: W x + (alpha / rank) B A dropout(x).
+
+    rank 0 is off (the plain graph). A starts like PEFT's (uniform +-1/sqrt(fan_in)), B at zero, so the
+    adapted model starts as the base model exactly. Only the adapters train (`alejax.models.lora`).
+    """
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0  # on the adapter's input only, while training
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(self.targets))  # a config file's list
+        if self.rank < 0:
+            raise ValueError(f"lora.rank={self.rank}: expected 0 (off) or a positive rank")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout={self.dropout}: expected a rate in [0, 1)")
+        unknown = sorted(set(self.targets) - set(LORA_TARGETS))
+        if unknown or (self.rank and not self.targets):
+            raise ValueError(
+                f"lora.targets={list(self.targets)}: expected a non-empty subset of {list(LORA_TARGETS)}"
+            )
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank if self.rank else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 512
     d_model: int = 128
@@ -67,10 +98,13 @@ class ModelConfig:
     arch: str = "llama"  # llama | qwen2 | qwen3: the Hugging Face family used for export.
     max_position_embeddings: int = 4096
     init_std: float = 0.02
+    lora: LoRAConfig = LoRAConfig()  # adapters on the projections (rank 0: none)
 
     def __post_init__(self):
         if isinstance(self.rope_scaling, Mapping):  # from dataclasses.asdict / a config file's dict
             object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+        if isinstance(self.lora, Mapping):
+            object.__setattr__(self, "lora", LoRAConfig(**self.lora))
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
@@ -106,14 +140,29 @@ class ModelConfig:
     def _norm_params_per_layer(self) -> int:
         return 2 * self.d_model + (2 * self.head_dim if self.qk_norm else 0)
 
+    def lora_shapes(self) -> dict[str, tuple[int, int]]:
+        """(fan_in, fan_out) of each adapted projection (one layer)."""
+        d, h, kv, hd, m = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.mlp_dim
+        sizes = {"q": (d, h * hd), "k": (d, kv * hd), "v": (d, kv * hd), "o": (h * hd, d)}
+        sizes.update(gate=(d, m), up=(d, m), down=(m, d))
+        return {name: sizes[name] for name in self.lora.targets} if self.lora.rank else {}
+
+    def lora_params(self) -> int:
+        """Adapter parameters (A and B of every adapted projection, all layers)."""
+        return self.n_layers * self.lora.rank * sum(i + o for i, o in self.lora_shapes().values())
+
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward = 3x forward), PaLM-style, attention included."""
+        """Training FLOPs per token, PaLM-style, attention included: forward + backward = 3x forward. With
+        LoRA the frozen weights get no weight gradient (forward + input gradient = 2x forward on them) and
+        the adapters cost 3x their own forward: the work the step must do, not the full fine-tune's."""
         dense = (
             2 * self.num_params(include_embeddings=False) - 2 * self.n_layers * self._norm_params_per_layer()
         )
         dense += 2 * self.vocab_size * self.d_model  # the output projection (the input embedding is a gather)
         attention = 2 * 2 * self.n_layers * self.n_heads * self.head_dim * seq_len  # scores + weighted sum
-        return 3.0 * (dense + attention)
+        if not self.lora.rank:
+            return 3.0 * (dense + attention)
+        return 2.0 * dense + 3.0 * attention + 3.0 * 2 * self.lora_params()
 
 
 # Presets: names a config file can ask for. Sizes count all parameters (embeddings included).

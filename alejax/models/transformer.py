@@ -10,6 +10,10 @@ The layers are one Block whose parameters are stacked on a leading `layers` axis
 run under one `jax.lax.scan` (MaxText's `scan_layers`): one layer body is compiled whatever the depth, and
 `ModelConfig.remat` wraps that body. The KV cache is stacked the same way ([n_layers, ...]) and carried by
 the scan, each layer writing its own slice in place.
+
+With `config.lora.rank > 0` each targeted projection also holds a low-rank adapter (`nnx.LoRAParam` A and
+B, stacked like the rest) applied beside it: W x + s B A dropout(x). B starts at zero, so the adapted graph
+starts as the base one; `alejax.models.lora` splits adapters from the frozen weights and merges them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alejax.models.config import ModelConfig, RopeScaling
+from alejax.models.config import LORA_TARGETS, ModelConfig, RopeScaling
 from alejax.parallel.rules import constrain
 
 
@@ -44,6 +48,39 @@ def dense(x: jax.Array, kernel: jax.Array, n_contract: int = 1) -> jax.Array:
     k = math.prod(contract)
     y = x.reshape(-1, k) @ kernel.reshape(k, -1)
     return y.reshape(*lead, *out)
+
+
+def _add_adapters(module: nnx.Module, rngs: nnx.Rngs, projections: dict) -> None:
+    """`<name>_lora_a` [*fan_in, r] (PEFT's init: uniform +-1/sqrt(fan_in)) and `<name>_lora_b` [r, *fan_out]
+    (zeros) on `module` for each of its projections (name -> ((fan_in, names), (fan_out, names))) that
+    `config.lora.targets` names."""
+    c = module.config
+    r, pd = c.lora.rank, c.jnp_param_dtype
+    for name in c.lora_shapes():
+        if name not in projections:
+            continue
+        (fan_in, in_names), (fan_out, out_names) = projections[name]
+        bound = 1.0 / math.sqrt(math.prod(fan_in))
+        a = jax.random.uniform(rngs.params(), (*fan_in, r), pd, -bound, bound)
+        b = jnp.zeros((r, *fan_out), pd)
+        a_names, b_names = (*in_names, "lora_rank"), ("lora_rank", *out_names)
+        setattr(module, name + "_lora_a", nnx.LoRAParam(a, out_sharding=a_names, eager_sharding=False))
+        setattr(module, name + "_lora_b", nnx.LoRAParam(b, out_sharding=b_names, eager_sharding=False))
+
+
+def _adapted(module: nnx.Module, name: str, x: jax.Array, n_contract: int, dropout_key) -> jax.Array:
+    """The projection `name` of x, plus its adapter's s B A dropout(x) when the module has one."""
+    c = module.config
+    y = dense(x, getattr(module, name)[...].astype(c.jnp_dtype), n_contract)
+    if not hasattr(module, name + "_lora_a"):
+        return y
+    a = getattr(module, name + "_lora_a")[...].astype(c.jnp_dtype)
+    b = getattr(module, name + "_lora_b")[...].astype(c.jnp_dtype)
+    if dropout_key is not None and c.lora.dropout > 0:
+        index = LORA_TARGETS.index(name)  # one independent mask per projection
+        keep = jax.random.bernoulli(jax.random.fold_in(dropout_key, index), 1 - c.lora.dropout, x.shape)
+        x = jnp.where(keep, x / (1 - c.lora.dropout), 0).astype(x.dtype)
+    return y + c.lora.scale * dense(dense(x, a, n_contract), b)
 
 
 class KVCache(NamedTuple):
@@ -210,25 +247,44 @@ class Attention(nnx.Module):
         if c.qk_norm:  # one scale over head_dim, shared by all heads
             self.q_norm = RMSNorm(c.head_dim, c.norm_eps, pd, rngs)
             self.k_norm = RMSNorm(c.head_dim, c.norm_eps, pd, rngs)
+        hd = (c.head_dim, "head_dim")
+        _add_adapters(
+            self,
+            rngs,
+            {  # name: (fan-in dims, their names), (fan-out dims, their names)
+                "q": (((c.d_model,), ("embed",)), ((c.n_heads, hd[0]), ("heads", hd[1]))),
+                "k": (((c.d_model,), ("embed",)), ((c.n_kv_heads, hd[0]), ("kv_heads", hd[1]))),
+                "v": (((c.d_model,), ("embed",)), ((c.n_kv_heads, hd[0]), ("kv_heads", hd[1]))),
+                "o": (((c.n_heads, hd[0]), ("heads", hd[1])), ((c.d_model,), ("embed",))),
+            },
+        )
 
-    def _project(self, x, name):
-        dtype = self.config.jnp_dtype
-        y = dense(x, getattr(self, name)[...].astype(dtype))
+    def _project(self, x, name, dropout_key):
+        y = _adapted(self, name, x, 1, dropout_key)
         if self.config.qkv_bias:
-            y = y + getattr(self, name + "_bias")[...].astype(dtype)
+            y = y + getattr(self, name + "_bias")[...].astype(self.config.jnp_dtype)
         return y
 
-    def __call__(self, x, positions, segment_ids, cache: KVCache | None, layer: jax.Array | None = None):
-        """`cache`: the whole stacked cache (all layers); this layer writes and reads its slice `layer`."""
+    def __call__(
+        self,
+        x,
+        positions,
+        segment_ids,
+        cache: KVCache | None,
+        layer: jax.Array | None = None,
+        dropout_key=None,
+    ):
+        """`cache`: the whole stacked cache (all layers); this layer writes and reads its slice `layer`.
+        `dropout_key`: the adapters' dropout while training (None: none)."""
         c = self.config
-        q, k = self._project(x, "q"), self._project(x, "k")
+        q, k = self._project(x, "q", dropout_key), self._project(x, "k", dropout_key)
         if c.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         dynamic = c.rope_scaling.type == "dynamic"
         cos, sin = rotary(c, positions, _sequence_lengths(positions, segment_ids, cache) if dynamic else None)
         q = constrain(rope(q, cos, sin), ("batch", "length", "heads", "head_dim"))
         k = constrain(rope(k, cos, sin), ("batch", "length", "kv_heads", "head_dim"))
-        v = constrain(self._project(x, "v"), ("batch", "length", "kv_heads", "head_dim"))
+        v = constrain(self._project(x, "v", dropout_key), ("batch", "length", "kv_heads", "head_dim"))
 
         if cache is None:
             # Full sequence: causal by index (packed documents restart their positions), same segment,
@@ -268,7 +324,7 @@ class Attention(nnx.Module):
         out = jnp.einsum("bkqs,bksd->bkqd", probs, values)
         out = out.reshape(b, kv, groups, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        out = dense(out, self.o[...].astype(c.jnp_dtype), n_contract=2)
+        out = _adapted(self, "o", out, 2, dropout_key)
         return constrain(out, ("batch", "length", "act_embed")), new_cache
 
 
@@ -283,13 +339,14 @@ class MLP(nnx.Module):
         self.gate = _param(rngs, init, (c.d_model, c.mlp_dim), ("embed", "mlp"), pd)
         self.up = _param(rngs, init, (c.d_model, c.mlp_dim), ("embed", "mlp"), pd)
         self.down = _param(rngs, init, (c.mlp_dim, c.d_model), ("mlp", "embed"), pd)
+        d, m = ((c.d_model,), ("embed",)), ((c.mlp_dim,), ("mlp",))
+        _add_adapters(self, rngs, {"gate": (d, m), "up": (d, m), "down": (m, d)})
 
-    def __call__(self, x):
-        dtype = self.config.jnp_dtype
-        gate = dense(x, self.gate[...].astype(dtype))
-        up = dense(x, self.up[...].astype(dtype))
+    def __call__(self, x, dropout_key=None):
+        gate = _adapted(self, "gate", x, 1, dropout_key)
+        up = _adapted(self, "up", x, 1, dropout_key)
         hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-        out = dense(hidden, self.down[...].astype(dtype))
+        out = _adapted(self, "down", hidden, 1, dropout_key)
         return constrain(out, ("batch", "length", "act_embed"))
 
 
@@ -301,10 +358,13 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, segment_ids, cache, layer):
-        attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer)
+    def __call__(self, x, positions, segment_ids, cache, layer, dropout_key=None):
+        attn_key = mlp_key = None
+        if dropout_key is not None:
+            attn_key, mlp_key = jax.random.split(jax.random.fold_in(dropout_key, layer))
+        attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer, attn_key)
         x = x + attn_out
-        x = x + self.mlp(self.mlp_norm(x))
+        x = x + self.mlp(self.mlp_norm(x), mlp_key)
         return x, cache
 
 
@@ -348,8 +408,10 @@ class Transformer(nnx.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
+        dropout_key: jax.Array | None = None,
     ):
-        """Final-normed hidden states [B, T, d_model] (what reward and value heads read) and the new cache."""
+        """Final-normed hidden states [B, T, d_model] (what reward and value heads read) and the new cache.
+        `dropout_key` (a key, or its raw uint32 data): turns on the LoRA adapters' dropout (training only)."""
         c = self.config
         tokens = constrain(tokens, ("batch", "length"))
         if positions is None:
@@ -366,11 +428,14 @@ class Transformer(nnx.Module):
         # time does not grow with depth. The carry holds the residual stream and (when sampling) the whole
         # stacked KV cache, which each layer updates at its own index.
         graphdef, layer_params = nnx.split(self.layers)
+        if dropout_key is not None and not jnp.issubdtype(dropout_key.dtype, jax.dtypes.prng_key):
+            dropout_key = jax.random.wrap_key_data(dropout_key)
 
         def apply_block(carry, layer_input):
             x, layer_cache = carry
             params, layer = layer_input
-            x, layer_cache = nnx.merge(graphdef, params)(x, positions, segment_ids, layer_cache, layer)
+            block = nnx.merge(graphdef, params)
+            x, layer_cache = block(x, positions, segment_ids, layer_cache, layer, dropout_key)
             return (x, layer_cache), None
 
         if c.remat != "none":  # what the backward pass keeps of each layer (the scan stacks it over layers)
@@ -395,7 +460,8 @@ class Transformer(nnx.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
+        dropout_key: jax.Array | None = None,
     ):
-        hidden, new_cache = self.hidden_states(tokens, positions, segment_ids, cache)
+        hidden, new_cache = self.hidden_states(tokens, positions, segment_ids, cache, dropout_key)
         logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)

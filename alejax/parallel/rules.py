@@ -32,6 +32,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("head_dim", None),
     ("mlp", "tensor"),
     ("norm", None),
+    ("lora_rank", None),  # an adapter's low-rank axis: small, kept whole
     (
         "layers",
         None,

@@ -59,7 +59,7 @@ def _restore_params(directory: str, config) -> tuple[nnx.State, ModelConfig, Hea
         checkpointer.close()
     if restored is None:
         raise FileNotFoundError(f"no restorable rm checkpoint under {directory!r}")
-    return restored[0].params, model_config, head_config
+    return restored[0].model_params(), model_config, head_config
 
 
 def critic_init_from_rm(

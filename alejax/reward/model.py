@@ -10,6 +10,7 @@ from alejax.models.config import ModelConfig
 from alejax.models.transformer import Transformer
 from alejax.reward.heads import HeadConfig, RewardHead
 from alejax.reward.losses import RMLossConfig, head_pair_loss
+from alejax.train.step import DROPOUT_KEY
 
 
 class RewardModel(nnx.Module):
@@ -22,10 +23,11 @@ class RewardModel(nnx.Module):
         self.head = RewardHead(model_config.d_model, head_config, rngs=rngs)
         self.pad_id = pad_id
 
-    def features(self, tokens: jax.Array) -> jax.Array:
-        """Hidden state [B, d_model] at each row's last non-pad token (rows are right-padded)."""
+    def features(self, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Hidden state [B, d_model] at each row's last non-pad token (rows are right-padded).
+        `dropout_key`: the backbone's LoRA dropout, while training."""
         segment_ids = (tokens != self.pad_id).astype(jnp.int32)
-        hidden, _ = self.backbone.hidden_states(tokens, segment_ids=segment_ids)
+        hidden, _ = self.backbone.hidden_states(tokens, segment_ids=segment_ids, dropout_key=dropout_key)
         last = jnp.maximum(segment_ids.sum(axis=1) - 1, 0)
         return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
 
@@ -49,7 +51,7 @@ def pair_loss(
 ) -> tuple[jax.Array, dict]:
     """Loss on {chosen, rejected [B, T], attrs_w, attrs_l [B, A] optional}: one backbone pass over both."""
     n = batch["chosen"].shape[0]
-    h = model.features(jnp.concatenate([batch["chosen"], batch["rejected"]]))
+    h = model.features(jnp.concatenate([batch["chosen"], batch["rejected"]]), batch.get(DROPOUT_KEY))
     pairs = {"h_w": h[:n], "h_l": h[n:]}
     if "attrs_w" in batch:
         pairs.update(attrs_w=batch["attrs_w"], attrs_l=batch["attrs_l"])

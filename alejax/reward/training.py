@@ -12,8 +12,9 @@ from flax import nnx
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from alejax.config import from_section
+from alejax.config import from_section, lora_config_of
 from alejax.models.config import ModelConfig
+from alejax.models.lora import with_lora
 from alejax.parallel.mesh import make_mesh
 from alejax.reward import toy
 from alejax.reward.grl import grl_lambda
@@ -123,10 +124,17 @@ def init_rm_from_config(config: ConfigDict):
     model_config = from_section(
         ModelConfig, config.model, vocab_size=max(config.model.vocab_size, toy.VOCAB_SIZE)
     )
+    model_config = with_lora(model_config, lora_config_of(config))
     head_config = from_section(HeadConfig, config.head)
     mesh = make_mesh(config.mesh.to_dict())
     tx = make_rm_optimizer(config.optim, config.steps)
+    # LoRA: the backbone's adapters and the whole head train; the backbone's weights stay frozen.
+    trains = nnx.Any(nnx.LoRAParam, nnx.PathContains("head")) if model_config.lora.rank else nnx.Param
     graphdef, state, shardings = create_train_state(
-        lambda rngs: RewardModel(model_config, head_config, pad_id=toy.PAD, rngs=rngs), tx, mesh, config.seed
+        lambda rngs: RewardModel(model_config, head_config, pad_id=toy.PAD, rngs=rngs),
+        tx,
+        mesh,
+        config.seed,
+        trains=trains,
     )
     return graphdef, state, shardings, tx, mesh, model_config, head_config

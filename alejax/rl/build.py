@@ -5,7 +5,7 @@
     pipeline.close()                                                   # the env pool too
 
 Sections read: env {name, kwargs, system_prompt, render_tools, pool, pool_size}, expert (IPA's teacher),
-model, rl (RLConfig, nested advantage_config / loss / resample), critic, rollout, sampling, optim (with
+model, lora, rl (RLConfig, nested advantage_config / loss / resample), critic, rollout, sampling, optim (with
 microbatches: gradient accumulation inside each minibatch update), mesh / placement / num_devices,
 max_length, seed, steps.
 """
@@ -18,11 +18,13 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from alejax.config import from_section, model_config_from, system_prompt_of
+from alejax.config import from_section, lora_config_of, model_config_from, system_prompt_of
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.base import make
 from alejax.envs.pools import EnvPool, make_env_pool
-from alejax.parallel.placement import place_roles, reshard
+from alejax.models.config import ModelConfig
+from alejax.models.lora import with_lora
+from alejax.parallel.placement import place_roles
 from alejax.rl.critic import Critic, CriticConfig
 from alejax.rl.pipeline import RLConfig, RLPipeline
 from alejax.rl.resample import env_teacher
@@ -55,14 +57,18 @@ def build_pipeline(
     tokenizer: Tokenizer,
     *,
     params: Any = None,
+    model_config: ModelConfig | None = None,
     env_pool: EnvPool | None = None,
     reward_worker: Callable | None = None,
 ) -> RLPipeline:
     """The RL pipeline on the configured role meshes with its env pool (`config.env.pool`, or `env_pool`)
     and, for GAE, a critic whose backbone starts from the actor's. `params`: initial actor params (e.g. from
-    SFT); the optimizer's moments start at zero whatever the params, so only the params change."""
+    SFT: the whole model's); the optimizer's moments start at zero whatever the params, so only the params
+    change. `model_config`: the actor's architecture (e.g. the SFT stage's pretrained model's); by default
+    the `model` section's, with the `lora` section's adapters."""
     rl = rl_config_from(config)
-    model_config = model_config_from(config.model, tokenizer)
+    if model_config is None:
+        model_config = with_lora(model_config_from(config.model, tokenizer), lora_config_of(config))
     meshes = make_meshes(config)
     mesh = meshes["actor_train"]
     updates_per_step = max(1, rl.epochs * rl.groups_per_step * rl.group_size // rl.minibatch_size)
@@ -70,13 +76,22 @@ def build_pipeline(
     tx = optimizer_from(config.optim, total_updates)
     graphdef, state, shardings = init_train_state(model_config, tx, mesh, seed=config.seed)
     if params is not None:
-        _check_same_tree(params, state.params)
-        state = state.replace(params=reshard(params, shardings.params))
+        try:
+            state = state.with_model_params(params, shardings)
+        except ValueError as e:
+            raise ValueError(
+                f"initial params do not match the actor's model: {e} (a warm start trained another "
+                "architecture? the rl config's `sft.model` must be its `model` section)"
+            ) from None
     critic = None
     if rl.advantage == "gae":
         critic_config = from_section(CriticConfig, config.critic, total_steps=total_updates)
         critic = Critic.create(
-            model_config, meshes["critic"], critic_config, seed=config.seed, backbone_params=state.params
+            model_config,
+            meshes["critic"],
+            critic_config,
+            seed=config.seed,
+            backbone_params=state.model_params(),
         )
     env_section = config.env
     env = make(env_section.name, **env_section.kwargs.to_dict())
@@ -111,13 +126,3 @@ def build_pipeline(
     )
     pipeline.reward_worker = reward_worker
     return pipeline
-
-
-def _check_same_tree(params, expected) -> None:
-    """Initial params must fit the configured model (e.g. SFT trained the `model` the rl config names)."""
-    shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)  # noqa: E731
-    if jax.tree.structure(params) != jax.tree.structure(expected) or shapes(params) != shapes(expected):
-        raise ValueError(
-            "initial params do not match the configured model (config.model): a warm start trained another "
-            "architecture? (the rl config's `sft.model` must be its `model` section)"
-        )

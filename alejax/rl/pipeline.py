@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import math
 import time
 from typing import Any, Callable
 
@@ -39,6 +40,7 @@ from flax import nnx
 
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.pools import EnvPool
+from alejax.models.lora import tree_bytes
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
 from alejax.rl.advantages import AdvantageConfig
@@ -62,12 +64,17 @@ class RLConfig:
     advantage_config: AdvantageConfig = AdvantageConfig()
     loss: LossConfig = LossConfig()  # policy loss and aggregation by name, KL (kl_coef > 0 keeps a reference)
     filter_zero_variance_groups: bool = True
+    # Dynamic sampling that refills (DAPO / ROLL): while fewer than groups_per_step groups carry signal, play
+    # new groups (fresh task seeds, a function of the step's) up to this many extra groups per step; 0: off.
+    max_refill_groups: int = 0
     max_policy_version_gap: int = 0  # 0: synchronous; >= 1: the next rollout overlaps this step's training
     resample: ResampleConfig = ResampleConfig()  # IPA's chunk-initialized resampling, when enabled
 
     def __post_init__(self):
         if self.max_policy_version_gap < 0:
             raise ValueError(f"max_policy_version_gap must be >= 0, got {self.max_policy_version_gap}")
+        if self.max_refill_groups < 0:
+            raise ValueError(f"max_refill_groups must be >= 0, got {self.max_refill_groups}")
 
 
 def group_requests(task_seeds, group_size: int) -> list[EpisodeRequest]:
@@ -90,7 +97,18 @@ def keep_informative(trajectories, filter_zero_variance: bool):
 
 
 # Every step reports each phase's seconds (0 when a phase did not run), plus `idle`: the rest of the wall.
-PHASES = ("rollout", "reward", "reference", "old_logp", "values", "advantages", "train", "critic", "sync")
+PHASES = (
+    "rollout",
+    "reward",
+    "refill",
+    "reference",
+    "old_logp",
+    "values",
+    "advantages",
+    "train",
+    "critic",
+    "sync",
+)
 
 
 @contextlib.contextmanager
@@ -117,13 +135,14 @@ class RLPipeline:
     scheduler: RolloutScheduler
     env_pool: EnvPool  # closed with the pipeline
     train_step: Callable  # (state, minibatch) -> (state, metrics): jit'd, sharded, donated
-    logprob_fn: Callable  # (params, model inputs) -> [B, T] token log-probs, jit'd
+    logprob_fn: Callable  # (params, frozen, model inputs) -> [B, T] token log-probs, jit'd
     reference_params: Any = None
     infer_shardings: Any = None
     reward_worker: Callable | None = None  # e.g. alejax.reward.worker.RewardWorker: adds RM scores to rewards
     policy_version: int = 0  # optimizer steps taken by the trainer (one per RL step that updated)
     critic: Any = None  # alejax.rl.critic.Critic: the value model GAE needs
     sampler_version: int = 0  # the policy version whose weights the sampler holds
+    sync_bytes: int = 0  # bytes the last weight sync moved
     resampler: ChunkResampler | None = None  # with config.resample.enabled: picks requests, sees trajectories
     _pending: Any = dataclasses.field(default=None, repr=False)  # (seeds, future) of the rollout in flight
     _executor: Any = dataclasses.field(default=None, repr=False)
@@ -164,10 +183,12 @@ class RLPipeline:
                 f"rl.minibatch_size={config.minibatch_size} is not divisible by microbatches={microbatches}"
             )
         infer_mesh = infer_mesh or mesh
-        infer_shardings = state_shardings(state.params, infer_mesh)
-        # The sampler owns a copy of the weights in its own layout (never the trainer's donated buffers).
+        infer_shardings = state_shardings(state.params, infer_mesh)  # of what a sync moves: what trains
+        # The sampler owns a copy of the weights in its own layout (never the trainer's donated buffers);
+        # with LoRA it keeps the frozen base from here on and each sync sends the adapters only.
+        model_params = state.model_params()
         scheduler = build_rollout(
-            nnx.merge(graphdef, reshard(state.params, infer_shardings)),
+            nnx.merge(graphdef, reshard(model_params, state_shardings(model_params, infer_mesh))),
             tokenizer,
             env_pool,
             batch_size=config.groups_per_step * config.group_size,
@@ -183,8 +204,8 @@ class RLPipeline:
         loss_fn = make_rl_loss(config.loss, config.resample)
 
         @jax.jit
-        def logprob_fn(params, inputs):
-            return token_logprobs(nnx.merge(graphdef, params), inputs)[0]
+        def logprob_fn(params, frozen, inputs):
+            return token_logprobs(nnx.merge(graphdef, params, frozen), inputs)[0]
 
         return cls(
             config,
@@ -245,6 +266,10 @@ class RLPipeline:
         fresh = [t for t in kept if staleness[id(t)] <= cfg.max_policy_version_gap]
         metrics["stale_dropped"] = float(len(kept) - len(fresh))
         kept = fresh
+        if cfg.filter_zero_variance_groups and cfg.max_refill_groups:
+            with timed(seconds, "refill"):
+                kept, refill_metrics = self._refill(kept, trajectories, task_seeds)
+            metrics.update(refill_metrics)
         metrics["kept_fraction"] = len(kept) / max(len(trajectories), 1)
         if len(kept) >= cfg.minibatch_size:
             kept = kept[: len(kept) // cfg.minibatch_size * cfg.minibatch_size]
@@ -279,6 +304,7 @@ class RLPipeline:
         seconds["idle"] = max(0.0, time.perf_counter() - start - sum(seconds.values()))  # bookkeeping between
         metrics.update({f"time_{k}_s": v for k, v in seconds.items()})
         metrics["policy_version"] = self.policy_version
+        metrics["sync_bytes"] = float(self.sync_bytes)
         return metrics
 
     # -- async rollout -----------------------------------------------------------------------------------
@@ -292,6 +318,39 @@ class RLPipeline:
         for t in trajectories:
             t.info["policy_version"] = version
         return trajectories, stats, stats.wall_s
+
+    def _refill(self, kept, trajectories, task_seeds):
+        """Plays new groups until `groups_per_step` informative ones are in hand or `max_refill_groups` are
+        spent; each round asks for the missing groups divided by the informative rate seen so far. Refill
+        seeds are a function of the step's seeds (a resumed run refills alike); they play with the sampler's
+        current weights. Returns (kept trajectories, at most groups_per_step groups, and the refill counts)."""
+        cfg = self.config
+        groups = lambda ts: {t.group_id for t in ts}  # noqa: E731
+        informative_before = len(groups(kept))
+        played, sampled, rounds = len(groups(trajectories)), 0, 0
+        next_id = max((t.group_id for t in trajectories), default=-1) + 1
+        while len(groups(kept)) < cfg.groups_per_step and sampled < cfg.max_refill_groups:
+            missing = cfg.groups_per_step - len(groups(kept))
+            rate = max(len(groups(kept)), 1) / max(played, 1)
+            n = min(cfg.max_refill_groups - sampled, max(missing, math.ceil(missing / rate)))
+            rng = np.random.default_rng([*(int(s) for s in task_seeds), rounds])
+            seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n)]
+            new, _, _ = self._collect(seeds, self.sampler_version)
+            for t in new:  # group ids stay unique across rounds
+                t.group_id += next_id
+            next_id = max(t.group_id for t in new) + 1
+            if self.reward_worker is not None:
+                self.reward_worker([t for t in new if not t.aborted])
+            kept = kept + keep_informative(new, True)
+            played, sampled, rounds = played + n, sampled + n, rounds + 1
+        keep_groups = sorted(groups(kept))[: cfg.groups_per_step]  # a full batch, not more
+        kept = [t for t in kept if t.group_id in set(keep_groups)]
+        return kept, {
+            "refill_groups": float(sampled),
+            "refill_rounds": float(rounds),
+            "informative_groups_before_refill": float(informative_before),
+            "informative_groups": float(len(keep_groups)),
+        }
 
     def _launch_rollout(self, task_seeds) -> None:
         if self._executor is None:
@@ -314,9 +373,11 @@ class RLPipeline:
         return result
 
     def sync(self) -> None:
-        """The trainer's weights, copied to the sampler's layout (never its donated buffers)."""
+        """The trainer's weights, copied to the sampler's layout (never its donated buffers): what trains
+        only (LoRA: the adapters); `sync_bytes` counts what moved."""
         self.sampler.update_params(reshard(self.state.params, self.infer_shardings))
         self.sampler_version = self.policy_version
+        self.sync_bytes = tree_bytes(self.state.params)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint_tree(self) -> dict:
@@ -362,7 +423,7 @@ class RLPipeline:
         with jax.set_mesh(self.mesh):
             for i in range(0, len(batch), n):
                 inputs = {k: jnp.asarray(v[i : i + n]) for k, v in batch.model_inputs().items()}
-                out.append(np.asarray(self.logprob_fn(params, inputs)))
+                out.append(np.asarray(self.logprob_fn(params, self.state.frozen, inputs)))
         return np.concatenate(out)
 
     def _train(

@@ -33,21 +33,31 @@ from jax.sharding import Mesh, NamedSharding
 from alejax.models.transformer import KVCache, Transformer, init_cache
 from alejax.parallel.rules import logical_to_spec
 
+LOGPROB_KINDS = ("sampled", "full")
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 1.0  # 0 = greedy
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
+    # The behaviour log-prob μ returned with each token: "sampled" = under the distribution the token was
+    # actually drawn from (tempered, top-k / top-p truncated and renormalised); "full" = under the tempered
+    # distribution over the whole vocabulary (what the truncation was applied to).
+    logprob: str = "sampled"
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"bad sampling config {self}")
+        if self.logprob not in LOGPROB_KINDS:
+            raise ValueError(f"sampling.logprob={self.logprob!r}: expected one of {list(LOGPROB_KINDS)}")
 
 
 def sample_logits(logits: jax.Array, rng: jax.Array, config: SamplingConfig):
-    """Next token and its behaviour log-prob μ = log softmax(logits / T) (top-k / top-p only restrict
-    which tokens may be drawn; μ is the tempered full distribution, what the trainer recomputes)."""
+    """Next token and its behaviour log-prob μ (`config.logprob`): by default the log-prob under the tempered,
+    truncated, renormalised distribution that drew it, so importance ratios π / μ (TIS / MIS, IPA's mismatch
+    mask) correct for the truncation too; "full" gives log softmax(logits / T) over the whole vocabulary.
+    Greedy (T = 0) returns the untempered full log-prob either way (the draw itself is certain)."""
     logits = logits.astype(jnp.float32)
     if config.temperature == 0:
         token = jnp.argmax(logits, axis=-1)
@@ -73,6 +83,9 @@ def sample_logits(logits: jax.Array, rng: jax.Array, config: SamplingConfig):
             if candidate_ids is None
             else jnp.take_along_axis(candidate_ids, choice[..., None], -1)[..., 0]
         )
+        if config.logprob == "sampled" and (config.top_k or config.top_p < 1.0):
+            drawn_from = jax.nn.log_softmax(candidates, axis=-1)  # -inf outside the kept set
+            return token.astype(jnp.int32), jnp.take_along_axis(drawn_from, choice[..., None], -1)[..., 0]
     logp = jnp.take_along_axis(log_probs, token[..., None], axis=-1)[..., 0]
     return token.astype(jnp.int32), logp
 
@@ -148,8 +161,9 @@ class Sampler:
             )()
 
     def update_params(self, params) -> None:
-        """Weight sync from the trainer (same structure; resharded to this sampler's layout by jit)."""
-        self.params = params
+        """Weight sync from the trainer: `params` replace the sampler's entries of the same paths (all of
+        them, or a part such as LoRA's adapters over a frozen base); resharded to this sampler's layout by jit."""
+        self.params = nnx.merge_state(self.params, params)
 
     def _mesh_context(self):
         return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()

@@ -3,7 +3,9 @@
 A checkpoint step holds two orbax items:
 
 * ``state``: the train state, any pytree of arrays (``{"params": ...,
-  "opt_state": ..., "step": ..., "rng": ...}``), saved with
+  "opt_state": ..., "step": ..., "rng": ...}``; a ``TrainState``'s
+  ``frozen`` weights, LoRA's base, are left out and come back from the
+  template), saved with
   ``StandardSave`` / restored with ``StandardRestore``. Arrays may be sharded
   over a :class:`jax.sharding.Mesh`; restore reshards onto whatever shardings
   the template asks for, so a run can resume on a different mesh or layout.
@@ -46,6 +48,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import nnx
+
+from alejax.train.state import TrainState
 
 __all__ = [
     "CheckpointError",
@@ -149,6 +154,28 @@ def abstract_with_shardings(shapes_tree: Any, shardings_tree: Any) -> Any:
         shardings_tree,
         shapes_tree,
         is_leaf=lambda x: x is None or isinstance(x, jax.sharding.Sharding),
+    )
+
+
+def _is_train_state(x: Any) -> bool:
+    return isinstance(x, TrainState)
+
+
+def _without_frozen(tree: Any) -> Any:
+    """Train states without their frozen weights (LoRA's base model): a run loads those from where they came
+    from (the pretrained model), so a checkpoint holds only what trains and its optimizer state."""
+    return jax.tree.map(
+        lambda x: x.replace(frozen=nnx.State({})) if _is_train_state(x) else x, tree, is_leaf=_is_train_state
+    )
+
+
+def _with_frozen(restored: Any, template: Any) -> Any:
+    """Each restored train state gets back the frozen weights of the template's."""
+    return jax.tree.map(
+        lambda r, t: r.replace(frozen=t.frozen) if _is_train_state(t) else r,
+        restored,
+        template,
+        is_leaf=_is_train_state,
     )
 
 
@@ -355,7 +382,7 @@ class Checkpointer:
                 step,
                 args=ocp.args.Composite(
                     **{
-                        _STATE: ocp.args.StandardSave(state),
+                        _STATE: ocp.args.StandardSave(_without_frozen(state)),
                         _EXTRA: ocp.args.JsonSave(payload),
                     }
                 ),
@@ -419,7 +446,7 @@ class Checkpointer:
         self._mngr.wait_until_finished()
         # Pick up steps written by other Checkpointer instances / processes.
         self._mngr.reload()
-        abstract = _restore_template(template)
+        abstract = _restore_template(_without_frozen(template))
         steps = self.all_steps()
 
         if step is not None:
@@ -431,7 +458,7 @@ class Checkpointer:
                     {},
                 )
             try:
-                return self._restore_step(abstract, step)
+                return self._restore_step(abstract, step, template)
             except Exception as e:
                 raise CheckpointError(
                     f"Checkpoint step {step} in {self._directory} could not be restored: {_short(e)}",
@@ -444,7 +471,7 @@ class Checkpointer:
         failures: dict[int, BaseException] = {}
         for s in reversed(steps):
             try:
-                result = self._restore_step(abstract, s)
+                result = self._restore_step(abstract, s, template)
             except Exception as e:
                 failures[s] = e
                 logger.warning(
@@ -471,7 +498,7 @@ class Checkpointer:
             failures,
         ) from failures[steps[0]]
 
-    def _restore_step(self, abstract: Any, step: int):
+    def _restore_step(self, abstract: Any, step: int, template: Any):
         step_dir = self._directory / str(step)
         if not (step_dir / _COMMIT_MARKER).exists():
             raise FileNotFoundError(f"{step_dir} has no {_COMMIT_MARKER}: not a finalized orbax checkpoint")
@@ -489,7 +516,7 @@ class Checkpointer:
             raise ValueError(
                 f"extra item of step {step} is not in {_EXTRA_FORMAT!r} format: {str(payload)[:200]}"
             )
-        return restored[_STATE], decode_extra(payload.get("extra")), step
+        return _with_frozen(restored[_STATE], template), decode_extra(payload.get("extra")), step
 
     # -- lifecycle ------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from ml_collections import ConfigDict
 from alejax.data.batches import batched_rows
 from alejax.models.config import ModelConfig
 from alejax.parallel.mesh import make_mesh
-from alejax.parallel.placement import reshard
 from alejax.train.checkpoint import Checkpointer, resume
 from alejax.train.metrics import MetricsWriter, Progress, last_logged, plot_metrics
 from alejax.train.state import init_train_state, optimizer_from
@@ -34,6 +33,8 @@ def fit_next_token(
 ):
     """Trains `config.steps` next-token steps on `train_rows`; returns (graphdef, state, last metrics).
     `init_params` (e.g. a pretrained model's) replace the random init; a checkpoint, when there is one, wins.
+    With `model_config.lora.rank > 0` only the adapters train (the state's `frozen` holds the base) and
+    checkpoints hold the adapters and their optimizer state only.
 
     `config` holds seed, mesh, optim (optim.microbatches: gradient accumulation over that many parts of each
     batch), steps, data.batch_size and the log / eval / checkpoint cadence.
@@ -44,7 +45,7 @@ def fit_next_token(
     tx = optimizer_from(config.optim, config.steps)
     graphdef, state, shardings = init_train_state(model_config, tx, mesh, seed=config.seed)
     if init_params is not None:  # Adam's moments start at zero whatever the params: only the params change
-        state = state.replace(params=reshard(init_params, shardings.params))
+        state = state.with_model_params(init_params, shardings)
     train_step = make_train_step(
         graphdef, tx, shardings, mesh, next_token_loss, microbatches=config.optim.microbatches
     )
@@ -78,7 +79,9 @@ def fit_next_token(
                 metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
                 t_window, tokens_window = time.time(), 0
                 if step % config.eval_every == 0 or step == config.steps:
-                    metrics["eval_loss"] = float(np.mean([eval_loss(state.params, b) for b in eval_batches]))
+                    metrics["eval_loss"] = float(
+                        np.mean([eval_loss(state.model_params(), b) for b in eval_batches])
+                    )
                 last = writer.write(step, metrics)
                 progress.update(
                     step, {k: last[k] for k in ("loss", "eval_loss", "tokens_per_s") if k in last}

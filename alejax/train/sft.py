@@ -3,7 +3,7 @@ tokenizer -> packed rows with a loss mask on the model's turns -> the next-token
 
 `config` keys (configs/sft.py; the rl job's `sft` section shares its env, expert, tokenizer and model):
 seed, workdir, pretrained (a model directory, a .gguf file or `smollm2`; "" trains the `model` section from
-scratch), env {name, kwargs, system_prompt, render_tools}, expert (the scripted policy's kwargs), tokenizer.dir,
+scratch), lora (rank 0: full fine-tuning; > 0: adapters only, `alejax.models.LoRAConfig`), env {name, kwargs, system_prompt, render_tools}, expert (the scripted policy's kwargs), tokenizer.dir,
 model, mesh, data {n_episodes, first_seed, successful_only, seq_len, batch_size,
 eval_fraction}, optim, steps and the log / eval / checkpoint cadence.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 from ml_collections import ConfigDict
 
-from alejax.config import model_config_from, system_prompt_of
+from alejax.config import lora_config_of, model_config_from, system_prompt_of
 from alejax.data.episodes import (
     episode_tokens,
     episodes_tokenizer,
@@ -26,6 +26,7 @@ from alejax.data.episodes import (
 )
 from alejax.data.tokenizer import load_or_train_tokenizer
 from alejax.envs.base import make
+from alejax.models.lora import with_lora
 from alejax.parallel.mesh import make_mesh
 from alejax.rollout.model_policy import load_model_and_tokenizer
 from alejax.train.loop import fit_next_token
@@ -61,20 +62,21 @@ def sft_episodes(config: ConfigDict, tokenizer=None):
 
 
 def train_sft(config: ConfigDict):
-    """Returns (graphdef, params, tokenizer, last metrics); the tokenizer is kept in `workdir/tokenizer` and
+    """Returns (graphdef, params, tokenizer, last metrics) (params: the whole model's, adapters included);
+    the tokenizer is kept in `workdir/tokenizer` and
     every checkpoint carries the grain state, so a rerun resumes mid-epoch (a finished run just loads)."""
     workdir, d = config.workdir, config.data
     os.makedirs(workdir, exist_ok=True)
     init_params = tokenizer = None
     if config.pretrained:  # a real model: its weights, architecture and tokenizer (the model section unused)
         model, tokenizer = load_model_and_tokenizer(config.pretrained, make_mesh(config.mesh.to_dict()))
-        init_params, model_config = nnx.state(model), model.config
+        init_params, model_config = nnx.state(model), with_lora(model.config, lora_config_of(config))
     chats, tools, tokenizer = sft_episodes(config, tokenizer)
     n_eval = max(1, int(len(chats) * d.eval_fraction))
     train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], d.seq_len, tools)
     eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], d.seq_len, tools)
     if init_params is None:
-        model_config = model_config_from(config.model, tokenizer)
+        model_config = with_lora(model_config_from(config.model, tokenizer), lora_config_of(config))
     mean_tokens = float(np.mean([len(episode_tokens(tokenizer, c, tools)[0]) for c in chats[:50]]))
     print(
         f"sft data: {len(chats)}/{d.n_episodes} expert episodes of {config.env.name} (~{mean_tokens:.0f} tokens "
@@ -91,4 +93,4 @@ def train_sft(config: ConfigDict):
         title=f"SFT on {config.env.name}",
         init_params=init_params,
     )
-    return graphdef, state.params, tokenizer, last
+    return graphdef, state.model_params(), tokenizer, last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.struct
@@ -12,16 +13,52 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alejax.models.config import ModelConfig
+from alejax.models.lora import trainable
 from alejax.models.transformer import Transformer
+from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
 
 
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array  # int32 scalar
-    params: nnx.State  # leaves are nnx.Param variables (logical names travel with them)
-    opt_state: Any
+    params: nnx.State  # what trains (nnx.Param variables: logical names travel with them); LoRA: the adapters
+    opt_state: Any  # of `params` only
     rng: jax.Array  # raw uint32 key data, so it checkpoints like any array
+    frozen: nnx.State = dataclasses.field(default_factory=lambda: nnx.State({}))  # LoRA's base; else empty
+
+    def model_params(self) -> nnx.State:
+        """Every parameter of the model (frozen and trained): what `nnx.merge(graphdef, ...)` takes."""
+        return nnx.merge_state(self.frozen, self.params) if self.frozen else self.params
+
+    def with_model_params(self, model_params: nnx.State, shardings: "TrainState") -> "TrainState":
+        """This state with its parameters taken from `model_params` (e.g. a pretrained or SFT model), placed
+        on `shardings`. Entries it lacks keep their init: a base model's tree starts fresh adapters (B = 0,
+        so the model is the base exactly); an adapted model's tree brings its adapters too. Optimizer
+        moments stay as they are (zero at the start)."""
+        given = dict(nnx.to_flat_state(model_params))
+        own = dict(nnx.to_flat_state(self.frozen)) | dict(nnx.to_flat_state(self.params))
+        name = lambda path: "/".join(map(str, path))  # noqa: E731
+        problems = [f"{name(p)} is not a parameter of this model" for p in given if p not in own]
+        problems += [f"{name(p)} is missing" for p, _ in nnx.to_flat_state(self.frozen) if p not in given]
+        problems += [
+            f"{name(p)} has shape {tuple(v.get_value().shape)}, this model's is {tuple(own[p].get_value().shape)}"
+            for p, v in given.items()
+            if p in own and tuple(v.get_value().shape) != tuple(own[p].get_value().shape)
+        ]
+        if problems:
+            raise ValueError(
+                f"the given params do not fit this model ({len(problems)} problems): "
+                + "; ".join(problems[:3])
+            )
+
+        def take(own: nnx.State, placement: nnx.State) -> nnx.State:
+            flat = {path: given.get(path, v) for path, v in nnx.to_flat_state(own)}
+            return reshard(nnx.from_flat_state(flat), placement)
+
+        return self.replace(
+            params=take(self.params, shardings.params), frozen=take(self.frozen, shardings.frozen)
+        )
 
 
 def make_optimizer(
@@ -90,27 +127,33 @@ def create_train_state(
     mesh: Mesh,
     seed: int = 0,
     rules=None,
+    trains=nnx.Param,
 ):
     """(graphdef, TrainState, shardings) of the module `build(rngs)` makes, every array created directly in
-    its sharded layout (optimizer moments follow their parameter's). The one way every job, the critic and
-    the reward model make a train state."""
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(seed))))
+    its sharded layout (optimizer moments follow their parameter's). `trains`: the nnx filter of the
+    parameters that train (the rest go to `TrainState.frozen`). The one way every job, the critic and the
+    reward model make a train state."""
+    graphdef, abstract_params, abstract_frozen = nnx.split(
+        nnx.eval_shape(lambda: build(nnx.Rngs(seed))), trains, ...
+    )
     abstract = TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
         params=abstract_params,
         opt_state=jax.eval_shape(tx.init, abstract_params),
         rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
+        frozen=abstract_frozen,
     )
     shardings = state_shardings(abstract, mesh, rules)
 
     @jax.jit(out_shardings=shardings)
     def init():
-        params = nnx.split(build(nnx.Rngs(seed)))[1]
+        _, params, frozen = nnx.split(build(nnx.Rngs(seed)), trains, ...)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(params),
             rng=jax.random.key_data(jax.random.key(seed + 1)),
+            frozen=frozen,
         )
 
     with jax.set_mesh(mesh):
@@ -120,8 +163,9 @@ def create_train_state(
 def init_train_state(
     config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0, rules=None
 ):
-    """(graphdef, TrainState, shardings) of the policy Transformer of `config`."""
-    return create_train_state(lambda rngs: Transformer(config, rngs=rngs), tx, mesh, seed, rules)
+    """(graphdef, TrainState, shardings) of the policy Transformer of `config` (LoRA: only adapters train)."""
+    build = lambda rngs: Transformer(config, rngs=rngs)  # noqa: E731
+    return create_train_state(build, tx, mesh, seed, rules, trains=trainable(config))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

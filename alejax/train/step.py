@@ -5,6 +5,7 @@ A batch is a dict of [B, T] arrays:
   loss_mask    float   1 where tokens[t] is a token the model should learn to produce
   segment_ids  int32   optional; packed documents get 1, 2, ...; 0 is padding
   positions    int32   optional; restart at 0 in each packed document
+  dropout_key  uint32  [2], optional; the train step adds it (raw key data): LoRA's dropout reads it
 The loss at position t predicts tokens[t + 1], weighted by loss_mask[t + 1] and never across a document
 boundary.
 """
@@ -28,10 +29,15 @@ from alejax.train.state import TrainState
 Batch = Mapping[str, jax.Array]
 
 
+DROPOUT_KEY = "dropout_key"
+
+
 def token_logprobs(model: Transformer, batch: Batch, temperature: float = 1.0):
     """log p(tokens[t] | tokens[<t]) for t >= 1, shape [B, T] (position 0 gets 0), and the logits' entropy."""
     tokens = batch["tokens"]
-    logits = model(tokens, batch.get("positions"), batch.get("segment_ids"))[:, :-1]
+    logits = model(
+        tokens, batch.get("positions"), batch.get("segment_ids"), dropout_key=batch.get(DROPOUT_KEY)
+    )[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -130,13 +136,20 @@ def make_train_step(
     full batch's, up to float rounding; a loss with batch-wide statistics (e.g. independence penalties) is only
     approximated. LOSS_WEIGHT itself is summed (the full batch's count). With `loss_needs_state`, microbatch i
     sees state.rng folded with i, so its random draws differ from the others'.
+
+    Gradients and optimizer updates cover `state.params` only; `state.frozen` (LoRA's base) enters the model
+    as a constant. Each (micro)batch gets a fresh `batch[DROPOUT_KEY]` from (rng, step, microbatch), which
+    only a model with dropout reads.
     """
     if microbatches < 1:
         raise ValueError(f"microbatches must be >= 1, got {microbatches}")
 
-    def loss_and_grads(state: TrainState, batch: Batch):
+    def loss_and_grads(state: TrainState, batch: Batch, index=0):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), index)
+        batch = {**batch, DROPOUT_KEY: jax.random.key_data(key)}
+
         def loss_of(params):
-            model = nnx.merge(graphdef, params)
+            model = nnx.merge(graphdef, params, state.frozen)
             return loss_fn(model, batch, state) if loss_needs_state else loss_fn(model, batch)
 
         (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
@@ -149,7 +162,7 @@ def make_train_step(
             if loss_needs_state:
                 key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), index)
                 micro_state = state.replace(rng=jax.random.key_data(key))
-            grads, metrics = loss_and_grads(micro_state, microbatch)
+            grads, metrics = loss_and_grads(micro_state, microbatch, index)
             weight = jnp.asarray(metrics.get(LOSS_WEIGHT, 1.0), jnp.float32)
             # f32 sums, so bf16 parameters do not lose the small microbatch gradients.
             grad_sum = jax.tree.map(lambda s, g: s + weight * g.astype(jnp.float32), grad_sum, grads)
