@@ -163,6 +163,10 @@ def test_with_model_params_names_what_does_not_fit():
     adapted = nnx.merge(init_train_state(LORA, tx, mesh)[0], state.model_params())
     with pytest.raises(ValueError, match="is not a parameter of this model"):
         full_state.with_model_params(nnx.state(adapted), full_shardings)  # merge the adapters first
+    partial = dict(nnx.to_flat_state(nnx.state(create_model(BASE))))
+    partial.pop(("final_norm", "scale"))
+    with pytest.raises(ValueError, match="final_norm/scale is missing"):
+        full_state.with_model_params(nnx.from_flat_state(partial), full_shardings)
 
 
 def test_sampler_sync_moves_only_the_adapters():

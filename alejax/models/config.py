@@ -95,6 +95,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype; norms, softmax and logits stay f32.
     remat: str = "none"  # none | full | dots_saveable: what a layer keeps for the backward pass.
+    # Layers per iteration of the layer scan: 1 compiles one layer body whatever the depth; n_layers unrolls
+    # it (the 4-layer tiny model's train step runs ~15% faster on CPU, but compile time grows with depth).
+    scan_unroll: int = 1
     arch: str = "llama"  # llama | qwen2 | qwen3: the Hugging Face family used for export.
     max_position_embeddings: int = 4096
     init_std: float = 0.02
@@ -109,6 +112,8 @@ class ModelConfig:
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.scan_unroll < 1:
+            raise ValueError(f"scan_unroll={self.scan_unroll}: expected >= 1 layers per scan iteration")
         if self.remat not in ("none", "full", "dots_saveable"):
             raise ValueError(f"remat={self.remat!r}: expected none, full or dots_saveable")
         if self.arch not in ("llama", "qwen2", "qwen3"):
@@ -167,8 +172,8 @@ class ModelConfig:
 
 # Presets: names a config file can ask for. Sizes count all parameters (embeddings included).
 PRESETS: dict[str, ModelConfig] = {
-    # ~1M: the CPU quickstart and the tests.
-    "tiny": ModelConfig(),
+    # ~1M: the CPU quickstart and the tests (4 layers, unrolled: the scan's per-layer cost shows at this size).
+    "tiny": ModelConfig(scan_unroll=4),
     # ~25M and ~100M: the train-step benchmark sizes (vocab as a small BPE would give).
     "25m": ModelConfig(
         vocab_size=8192,

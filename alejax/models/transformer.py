@@ -441,7 +441,8 @@ class Transformer(nnx.Module):
         if c.remat != "none":  # what the backward pass keeps of each layer (the scan stacks it over layers)
             apply_block = jax.checkpoint(apply_block, policy=_REMAT_POLICIES[c.remat], prevent_cse=False)
 
-        (x, new_cache), _ = jax.lax.scan(apply_block, (x, cache), (layer_params, jnp.arange(c.n_layers)))
+        layer_inputs = (layer_params, jnp.arange(c.n_layers))
+        (x, new_cache), _ = jax.lax.scan(apply_block, (x, cache), layer_inputs, unroll=c.scan_unroll)
         x = self.final_norm(x)
         return x, new_cache
 

@@ -33,14 +33,20 @@ class TrainState:
 
     def with_model_params(self, model_params: nnx.State, shardings: "TrainState") -> "TrainState":
         """This state with its parameters taken from `model_params` (e.g. a pretrained or SFT model), placed
-        on `shardings`. Entries it lacks keep their init: a base model's tree starts fresh adapters (B = 0,
-        so the model is the base exactly); an adapted model's tree brings its adapters too. Optimizer
+        on `shardings`. Only adapters may be absent and keep their init: a base model's tree starts fresh
+        adapters (B = 0, so the model is the base exactly); an adapted model's tree brings its adapters too.
+        A tree that does not fit (unknown, missing or mis-shaped entries) is a ValueError naming them. Optimizer
         moments stay as they are (zero at the start)."""
         given = dict(nnx.to_flat_state(model_params))
         own = dict(nnx.to_flat_state(self.frozen)) | dict(nnx.to_flat_state(self.params))
         name = lambda path: "/".join(map(str, path))  # noqa: E731
         problems = [f"{name(p)} is not a parameter of this model" for p in given if p not in own]
-        problems += [f"{name(p)} is missing" for p, _ in nnx.to_flat_state(self.frozen) if p not in given]
+        # Only adapters may be absent (they then start at B = 0); any other parameter must be given.
+        problems += [
+            f"{name(p)} is missing"
+            for p, v in own.items()
+            if p not in given and not isinstance(v, nnx.LoRAParam)
+        ]
         problems += [
             f"{name(p)} has shape {tuple(v.get_value().shape)}, this model's is {tuple(own[p].get_value().shape)}"
             for p, v in given.items()
