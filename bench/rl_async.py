@@ -54,7 +54,7 @@ def run_mode(gap: int, steps: int, warmup: int, workdir: str, tokenizer, latency
     c.rl.max_policy_version_gap = gap
     c.rl.filter_zero_variance_groups = False
     factory = lambda: SlowEnv(make(c.env.name, **c.env.kwargs.to_dict()), latency)  # noqa: E731
-    pipeline = build_pipeline(c, tokenizer, env_pool=ThreadEnvPool(factory, c.env.pool_size))
+    pipeline = build_pipeline(c, tokenizer, env_pool=ThreadEnvPool(factory, c.env_pool.workers))
     rows, t_prev = [], time.perf_counter()
     try:
         for step in range(1, steps + 1):

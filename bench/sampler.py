@@ -8,8 +8,15 @@ Baselines, on the same weights:
   (b) Hugging Face `generate` (torch CPU, KV cache) on the weights exported with `save_pretrained`
   (c) the memory-bandwidth floor at batch 1: parameter bytes per token / the bandwidth of a large copy
       or read, whichever is faster
-Then a multi-turn run against an env with 5-50 ms latency reports slot utilization. The last line is
-one JSON object with the figures.
+Then a multi-turn run against an env with 5-50 ms latency reports slot utilization, and a long-cache run
+(max_length 4096, ~300-token sequences) compares attention over the whole preallocated cache with the
+length-bucketed cache views (before / after, same weights, same run) and shows decode speed against the used
+length and against max_length. The last line is one JSON object with the figures.
+
+  python bench/sampler.py --sections=long_cache      # only the long-cache rows (~2 min on 2 cores)
+
+A batch-1 row compares the sampler's time per token with a bare decode step (the model in a while loop +
+argmax) on a tiny Qwen2: `b1_step_overhead_ratio`.
 """
 
 from __future__ import annotations
@@ -129,6 +136,173 @@ def hf_decode(model, batch: int, new: int) -> float | None:
     return max(min(run(new) for _ in range(2)) - min(run(1) for _ in range(2)), 1e-9) / (new - 1)
 
 
+def episode_decode(model, batch: int, max_length: int, used: int, views: bool, segment: int = 32) -> float:
+    """Tokens/s of decoding rows from a 32-token prompt up to `used` positions in segments (as the scheduler
+    calls the sampler), prefill excluded; best of 2 after a warm-up run that compiles every view."""
+    sampler = Sampler(model, batch, max_length, SamplingConfig(1.0), segment=segment, cache_views=views)
+    prompts = list(np.random.default_rng(0).integers(0, model.config.vocab_size, (batch, PROMPT)))
+    keys = jax.random.split(jax.random.key(0), batch)
+    new = used - PROMPT
+
+    def run():
+        cache, token, _ = sampler.prefill(sampler.init_cache(), prompts, [0] * batch, keys)
+        jax.block_until_ready(token)
+        position, left, t = np.full(batch, PROMPT), np.full(batch, new), time.perf_counter()
+        while left.any():
+            cache, tokens, _, count, _ = sampler.decode(cache, token, position, left, keys)
+            count = np.asarray(count)  # the scheduler reads each segment's tokens on the host too
+            token = np.asarray(tokens)[np.arange(batch), np.maximum(count - 1, 0)]
+            position, left = position + count, left - count
+        return time.perf_counter() - t
+
+    run()
+    return batch * new / min(run() for _ in range(2))
+
+
+QWEN2_TINY = ModelConfig(
+    vocab_size=1024, d_model=256, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=64, mlp_dim=768, qkv_bias=True
+)
+
+
+def step_overhead(
+    config: ModelConfig = QWEN2_TINY, new: int = 128, segment: int = 32, rounds: int = 7
+) -> dict:
+    """Batch-1 sampler time per token (temperature 1, `segment`-token calls with the host reading each
+    segment's tokens, as the scheduler calls it) over a bare decode step: a `lax.while_loop` of the model on
+    the same cache plus argmax, nothing else. Interleaved rounds, best of each."""
+    from flax import nnx
+
+    from alejax.models.transformer import init_cache
+
+    model = create_model(config, seed=0)
+    graphdef, params = nnx.split(model)
+    max_length = PROMPT + new + 1
+
+    @jax.jit
+    def bare(params, cache, token):
+        model = nnx.merge(graphdef, params)
+
+        def body(carry):
+            step, cache, token = carry
+            position = jnp.full((1, 1), PROMPT, jnp.int32) + step
+            logits, cache = model(token[:, None], positions=position, cache=cache)
+            return step + 1, cache, jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+
+        return jax.lax.while_loop(lambda carry: carry[0] < new, body, (0, cache, token))[2]
+
+    sampler = Sampler(model, 1, max_length, SamplingConfig(1.0), segment=segment)
+    keys = jax.random.split(jax.random.key(0), 1)
+    cache = init_cache(config, 1, max_length)
+
+    def run_sampler():
+        nonlocal cache
+        position, left, token = np.array([PROMPT]), np.array([new]), np.zeros(1, np.int32)
+        while left.any():
+            cache, tokens, _, count, _ = sampler.decode(cache, token, position, left, keys)
+            count = np.asarray(count)
+            token = np.asarray(tokens)[:, count[0] - 1]
+            position, left = position + count, left - count
+
+    def run_bare():
+        jax.block_until_ready(bare(params, cache, jnp.zeros((1,), jnp.int32)))
+
+    best = {"sampler": float("inf"), "bare": float("inf")}
+    for i in range(rounds + 1):  # round 0 compiles
+        for name, fn in (("sampler", run_sampler), ("bare", run_bare)):
+            t = time.perf_counter()
+            fn()
+            if i:
+                best[name] = min(best[name], (time.perf_counter() - t) / new)
+    ratio = best["sampler"] / best["bare"]
+    print(
+        f"batch-1 step overhead (tiny Qwen2, vocab 1024, d 256, 4 layers; {segment}-token segments): sampler "
+        f"{1e3 * best['sampler']:.3f} ms/token, bare decode step {1e3 * best['bare']:.3f} ms/token ({ratio:.2f}x)",
+        flush=True,
+    )
+    return {
+        "b1_sampler_ms_per_token": round(1e3 * best["sampler"], 3),
+        "b1_bare_step_ms_per_token": round(1e3 * best["bare"], 3),
+        "b1_step_overhead_ratio": round(ratio, 3),
+    }
+
+
+def long_cache(model, batch: int = 8, max_length: int = 4096, used: int = 300) -> dict:
+    """Whole-cache attention vs cache views at `max_length`, then views against used and max length."""
+    before = episode_decode(model, batch, max_length, used, views=False)
+    after = episode_decode(model, batch, max_length, used, views=True)
+    by_max = {m: episode_decode(model, batch, m, used, views=True) for m in (512, 1024, 2048, 4096)}
+    by_used = {u: episode_decode(model, batch, max_length, u, views=True) for u in (160, 300, 1000, 2000)}
+    print(
+        f"long cache (b{batch}, {used}-token sequences, max_length {max_length}): whole cache {before:.0f} tok/s, "
+        f"cache views {after:.0f} tok/s ({after / before:.2f}x)\n"
+        f"  views, {used} used, by max_length: "
+        + ", ".join(f"{m}: {v:.0f}" for m, v in by_max.items())
+        + f" tok/s (max/min {max(by_max.values()) / min(by_max.values()):.2f})\n"
+        f"  views, max_length {max_length}, by used length: "
+        + ", ".join(f"{u}: {v:.0f}" for u, v in by_used.items())
+        + " tok/s",
+        flush=True,
+    )
+    return {
+        "long_cache_tokens_per_s_before": round(before, 1),
+        "long_cache_tokens_per_s_after": round(after, 1),
+        "long_cache_speedup": round(after / before, 2),
+        "tokens_per_s_by_max_length": {str(m): round(v, 1) for m, v in by_max.items()},
+        "max_length_spread": round(max(by_max.values()) / min(by_max.values()), 3),
+        "tokens_per_s_by_used_length": {str(u): round(v, 1) for u, v in by_used.items()},
+    }
+
+
+def prefix_sharing(group: int = 8, repeats: int = 3) -> dict:
+    """One GRPO group (8 episodes of one task: the same ~1000-token prompt) through the scheduler, with the
+    prompt's KV shared across the group vs each row prefilling it; one 16-token turn each."""
+    tokenizer = train_bpe(generate_corpus(400, seed=0), vocab_size=512)
+    config = SIZES["5m"].replace(vocab_size=tokenizer.vocab_size)
+    model = create_model(config, seed=0)
+    document = " ".join(generate_corpus(10, seed=1))  # ~930 tokens
+
+    class LongPromptEnv:
+        tools: list = []
+        system_prompt = "Answer from the document."
+
+        def reset(self, seed):
+            return f"document {seed}: {document}", {}
+
+        def step(self, action):
+            return "done", 1.0, True, False, {}
+
+    results = {}
+    for share in (False, True):
+        sampler = Sampler(model, group, 2048, SamplingConfig(1.0), stop_ids=[tokenizer.eos_id], segment=16)
+        pool = ThreadEnvPool(LongPromptEnv, max_concurrency=group)
+        scheduler = RolloutScheduler(
+            sampler,
+            tokenizer,
+            pool,
+            system_prompt=LongPromptEnv.system_prompt,
+            config=RolloutConfig(max_turns=1, max_new_tokens_per_turn=16, share_prefixes=share),
+        )
+        runs = [scheduler.collect([EpisodeRequest(0)] * group)[1] for _ in range(repeats + 1)][1:]
+        pool.close()
+        results[share] = min(runs, key=lambda stats: stats.time_prefill_s)
+    plain, shared = results[False], results[True]
+    prompt_tokens = plain.prefill_tokens // group
+    speedup = plain.time_prefill_s / shared.time_prefill_s
+    print(
+        f"shared prefixes (group of {group}, {prompt_tokens}-token prompt): prefill {plain.prefill_tokens} -> "
+        f"{shared.prefill_tokens} tokens ({shared.prefill_tokens_shared} copied), prefill time "
+        f"{1e3 * plain.time_prefill_s:.0f} -> {1e3 * shared.time_prefill_s:.0f} ms ({speedup:.2f}x), collect "
+        f"{1e3 * plain.wall_s:.0f} -> {1e3 * shared.wall_s:.0f} ms ({plain.wall_s / shared.wall_s:.2f}x)",
+        flush=True,
+    )
+    return {
+        "prefix_prompt_tokens": prompt_tokens,
+        "prefill_tokens_saved_g8": shared.prefill_tokens_shared,
+        "prefix_share_speedup_g8": round(speedup, 2),
+        "prefix_share_collect_speedup_g8": round(plain.wall_s / shared.wall_s, 2),
+    }
+
+
 def slot_utilization(n_slots: int = 8, episodes: int = 64) -> dict:
     tokenizer = train_bpe(generate_corpus(400, seed=0), vocab_size=512)
     config = SIZES["5m"].replace(vocab_size=tokenizer.vocab_size)
@@ -168,7 +342,9 @@ def main():
     parser.add_argument("--sizes", default="5m,100m")
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--skip_hf", action="store_true")
+    parser.add_argument("--sections", default="decode,overhead,multi_turn,long_cache,prefix")
     args = parser.parse_args()
+    sections = args.sections.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     measured = memory_bandwidth()
     bandwidth = max(measured.values())
@@ -178,7 +354,7 @@ def main():
         flush=True,
     )
     summary: dict[str, float] = {f"{k}_bandwidth_gb_s": round(v / 1e9, 2) for k, v in measured.items()}
-    for size in args.sizes.split(","):
+    for size in args.sizes.split(",") if "decode" in sections else ():
         model = create_model(SIZES[size], seed=0)
         weight_bytes = SIZES[size].num_params() * 4
         for batch in batches:
@@ -199,6 +375,15 @@ def main():
                 summary[f"floor_ratio_b1_{size}"] = round(ours / floor, 2)
                 line += f" | {1e3 * ours:.1f} ms/token vs bandwidth floor {1e3 * floor:.1f} ms ({ours / floor:.2f}x)"
             print(line, flush=True)
+    if "overhead" in sections:
+        summary.update(step_overhead())
+    if "long_cache" in sections:
+        summary.update(long_cache(create_model(SIZES["5m"], seed=0)))
+    if "prefix" in sections:
+        summary.update(prefix_sharing())
+    if "multi_turn" not in sections:
+        print(json.dumps(summary))
+        return
     stats = slot_utilization()
     print(
         f"multi-turn (8 slots, env latency 5-50 ms): slot utilization {stats['slot_utilization']:.3f} "

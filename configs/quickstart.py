@@ -9,6 +9,12 @@ SFT+RL policies. `rl` is a configs/rl.py config whose `sft` section is configs/s
 changes them all. Rerunning the same command resumes: finished stages load, RL continues from its last
 checkpoint.
 
+All four ShopSimulator scenarios (single, single+persona, multi, multi+persona; `shop/mix`, the scenario a
+function of the episode seed) in SFT data, RL groups and evaluation, with a per-scenario table and the paper's
+failure tags:
+
+    python -m alejax.main --config=configs/quickstart.py:four_scenarios
+
 Expected (seed 0, 200 held-out tasks, greedy; 2-core CPU at a ~180 GFLOP/s matmul peak, 13.2 min, measured
 2026-12-02): untrained 0.0%, SFT 42.5%, SFT + RL 46.0% full success (README: the 5-seed table on the earlier
 graph, RL +2.4 ± 0.8 points).
@@ -22,6 +28,9 @@ from alejax.config import load_config_file, section_of
 from alejax.rollout.scheduler import RolloutConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PRESETS = ("default", "test", "four_scenarios", "four_scenarios_test")
+# The four-scenario policy's one-line prompt: the shop's actions plus asking the shopper (multi-turn only).
+MIX_SYSTEM_PROMPT = "购物助手：每步输出一个动作 search[关键词]、click[值]，有用户对话时可 ask[话]。"
 
 
 def get_config(preset: str | None = None) -> ConfigDict:
@@ -91,7 +100,29 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.eval.batch_size = 50
     c.eval.policies = "untrained,sft,sft_rl"
 
-    if preset == "test":  # seconds, for tests: everything tiny, nothing expected to learn
+    if preset not in PRESETS:
+        raise ValueError(
+            f"unknown preset {preset!r} for configs/quickstart.py; expected one of {', '.join(PRESETS)}"
+        )
+    if preset.startswith("four_scenarios"):
+        # Every scenario equally often (scenario = episode seed mod 4: the 200 held-out tasks are 50 each).
+        c.env.name = "shop/mix"
+        c.env.kwargs.scenarios = "single,single_persona,multi,multi_persona"
+        for section in (sft.env.kwargs, rl.env.kwargs):
+            section.scenarios = c.env.kwargs.get_ref("scenarios")
+        sft.env.system_prompt = MIX_SYSTEM_PROMPT
+        # The expert checks the features before buying, so "bought without checking details" measures what
+        # the policy learned (it costs two turns an episode).
+        sft.expert.check_details = rl.expert.check_details = True
+        # Expert episodes with this tokenizer (3000 products, compact view, page size 5; measured on 200):
+        # single ~390 tokens / 6.4 turns, single+persona ~520 / 6.5, multi ~660 / 16.3 (at most 18 turns),
+        # multi+persona ~800 / 16.1 (p95 880, max 891): the model's 1024 positions hold every one with room
+        # for some detours. 800 steps of 6 rows: ~2.2 epochs of the 3000 episodes (rows of 1024 hold ~1.4).
+        sft.data.seq_len, sft.data.batch_size, sft.steps = 1024, 6, 800
+        rl.max_length = 1024
+        rl.rollout.max_turns, rl.rollout.max_new_tokens_per_turn = 22, 24
+    # test presets: seconds, for tests: everything tiny, nothing expected to learn
+    if preset in ("test", "four_scenarios_test"):
         c.env.kwargs.n_products = 200
         sft.data.n_episodes, sft.steps, sft.data.seq_len, sft.data.batch_size = 40, 4, 512, 2
         sft.eval_every = sft.checkpoint_every = 2
@@ -100,7 +131,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
         rl.rl.groups_per_step, rl.rl.group_size, rl.rl.minibatch_size = 2, 2, 4
         rl.rollout.max_turns, rl.rollout.max_new_tokens_per_turn = 3, 6
         rl.steps, rl.checkpoint_every = 4, 2
-        c.eval.n_tasks, c.eval.batch_size = 4, 4
-    elif preset != "default":
-        raise ValueError(f"unknown preset {preset!r} for configs/quickstart.py; expected default or test")
+        c.eval.n_tasks, c.eval.batch_size = 4, 4  # four_scenarios_test: one held-out task per scenario
+    if preset == "four_scenarios_test":  # rows and turns long enough to reach a multi-turn episode's shop
+        sft.data.seq_len, rl.rollout.max_turns = 1024, 6
     return c

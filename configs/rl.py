@@ -5,6 +5,7 @@ checkpoints and automatic resume.
 Run:   python -m alejax.main --config=configs/rl.py            # tiny preset: arithmetic/easy, CPU, a few minutes
        python -m alejax.main --config=configs/rl.py:keydoor     # the key-and-door corridor
 Async rollout (next step's rollout overlaps this step's training): --config.rl.max_policy_version_gap=1
+Envs in sandboxed worker processes: --config.env_pool.kind=process --config.env_pool.workers=4
 GAE with a critic:  --config.rl.advantage=gae --config.rl.advantage_config.lam=0.95
 IPA:  --config.rl.advantage=chunk_discounted --config.rl.loss.policy_loss=ipa_chunk --config.rl.resample.enabled=True
 
@@ -18,6 +19,7 @@ import os
 from ml_collections import ConfigDict
 
 from alejax.config import load_config_file, section_of
+from alejax.envs.pools import EnvPoolConfig
 from alejax.models.config import LoRAConfig
 from alejax.rl.critic import CriticConfig
 from alejax.rl.pipeline import RLConfig
@@ -44,8 +46,9 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.env.kwargs = ConfigDict({"n_ops": 2})  # the env factory's keyword arguments (n_ops=1: one calc call)
     c.env.system_prompt = "env"  # "env": the env's own; anything else replaces it
     c.env.render_tools = False  # put the tool schemas in the prompt (long); compact actions do not need them
-    c.env.pool = "thread"  # thread | process (sandboxed workers, hang timeouts) | ray
-    c.env.pool_size = 8
+    # Where envs run: kind thread | process (sandboxed workers, killed on hang or crash) | ray, workers,
+    # step_timeout_s (a hung or crashed step becomes an aborted episode, re-sampled), kind options.
+    c.env_pool = section_of(EnvPoolConfig)
     # The env's scripted policy's kwargs: it plays the SFT episodes and is IPA's teacher.
     c.expert = ConfigDict({"compact": True})  # one-line `calc 3 + 4` / `answer 7` actions
 

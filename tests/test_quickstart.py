@@ -77,6 +77,12 @@ def test_quickstart_runs_every_stage_and_resumes_after_a_kill_during_rl(tmp_path
         assert {"score/strict", "score/loose"} <= set(summary)
     table = open(tmp_path / "results.md").read()
     assert "| sft_rl |" in table and "full success" in table and "R_strict" in table
+    # The paired SFT+RL - SFT gain over the same 4 tasks, and the RL reward trend over its 4 steps.
+    gain = out["rl_gain"]["success"]
+    assert gain["tasks"] == 4 and gain["better"] + gain["worse"] + gain["tied"] == 4
+    per_task = {name: np.asarray(out["results"][name]["per_task"]["success"]) for name in ("sft", "sft_rl")}
+    assert gain["mean_difference"] == pytest.approx((per_task["sft_rl"] - per_task["sft"]).mean())
+    assert out["rl_reward_trend"]["points"] == 4 and "paired over the same 4 tasks" in table
     assert json.load(open(tmp_path / "results.json"))["results"]["sft"] == out["results"]["sft"]
     assert os.path.getsize(tmp_path / "quickstart.png") > 10_000
     assert os.listdir(tmp_path / "rl" / "tensorboard") and os.listdir(tmp_path / "sft" / "tensorboard")

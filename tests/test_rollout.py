@@ -128,16 +128,58 @@ def test_sampler_wants_one_key_per_row(model):
 
 def test_warm_sampler_does_not_recompile_over_mixed_lengths(model):
     sampler = Sampler(model, batch_size=4, max_length=160, sampling=SamplingConfig(1.0), segment=8)
-    for n in (10, 20, 40, 100):  # one request per bucket: 16, 32, 64, 128
-        sampler.generate(_prompts([n]), 3)
+    for n in (10, 20, 40, 100):  # one request per width bucket (16, 32, 64, 128) and row bucket (1, 2, 4)
+        for rows in (1, 2, 4):
+            sampler.generate(_prompts([n] * rows), 3)
     warm = sampler.compilations
-    assert warm == 5  # four prefill buckets + one decode program
+    assert warm == 4 * 3 + 1  # prefill programs + one decode program
     rng = np.random.default_rng(0)
     for i in range(50):
         lengths = rng.integers(1, 110, size=rng.integers(1, 5)).tolist()
         sampler.generate(_prompts(lengths, seed=i), int(rng.integers(1, 20)), seed=i)
     assert sampler.compilations == warm
     assert [bucket_length(n) for n in (1, 16, 17, 100, 300)] == [16, 16, 32, 128, 512]
+
+
+def test_cache_views_equal_the_whole_cache_and_compile_per_view(model):
+    """Attention over the filled part only (a power-of-two view) samples what attending over the whole
+    preallocated cache samples, and each view length is one decode program."""
+    prompts = _prompts([5, 40, 13], seed=3)
+    kwargs = dict(batch_size=3, max_length=512, sampling=SamplingConfig(1.0, top_k=20), segment=8)
+    whole = Sampler(model, cache_views=False, **kwargs)
+    viewed = Sampler(model, min_cache_view=16, **kwargs)
+    expected, expected_logp = whole.generate(prompts, 60, seed=5)
+    got, got_logp = viewed.generate(prompts, 60, seed=5)
+    assert got == expected
+    for a, b in zip(got_logp, expected_logp):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert viewed.cache_view(40) == 64 and viewed.cache_view(101) == 128 and viewed.cache_view(600) == 512
+    assert whole.cache_view(40) == 512
+    # prompts end at <= 40 (prefill view 64); 60 new tokens reach position 100: decode views 64 and 128
+    assert viewed.compilations == 1 + 2
+    assert whole.compilations == 2
+
+
+def test_fewer_decode_rows_than_cache_rows_samples_the_same(model):
+    """A sampler whose decode computes 2 of its 6 cache rows (the rest hold waiting rows' KV) samples
+    what one decoding every row samples; early segment ends (`min_active`) change nothing either."""
+    prompts = _prompts([4, 11, 7, 2, 9], seed=6)
+    kwargs = dict(batch_size=6, max_length=64, sampling=SamplingConfig(1.0), segment=5)
+    expected, expected_logp = Sampler(model, **kwargs).generate(prompts, 14, seed=2)
+    narrow = Sampler(model, decode_rows=2, **kwargs)
+    got, got_logp = narrow.generate(prompts, 14, seed=2)
+    assert got == expected
+    np.testing.assert_allclose(np.concatenate(got_logp), np.concatenate(expected_logp), atol=1e-5)
+    with pytest.raises(ValueError, match="decode_rows=2"):
+        narrow.decode(
+            narrow.init_cache(), [0] * 6, [0] * 6, [3, 3, 3, 0, 0, 0], jax.random.split(jax.random.key(0), 6)
+        )
+    # min_active: the segment stops once fewer than 2 rows still decode (row 1 stops after 1 token).
+    keys = jax.random.split(jax.random.key(0), 6)
+    *_, count, active = narrow.decode(
+        narrow.init_cache(), [1] * 6, [0] * 6, [5, 1, 0, 0, 0, 0], keys, min_active=2
+    )
+    assert np.asarray(count).tolist() == [1, 1, 0, 0, 0, 0] and np.asarray(active).tolist()[0]
 
 
 def test_sampling_on_8_devices_equals_single_device():
@@ -154,6 +196,10 @@ def test_sampling_on_8_devices_equals_single_device():
     out_b, lp_b = sharded.generate(prompts, 10)
     assert out_a == out_b
     np.testing.assert_allclose(np.concatenate(lp_a), np.concatenate(lp_b), atol=1e-4)
+    # Fewer rows than the batch: the prefill computes a row bucket narrower than the mesh's batch axes.
+    few_a, _ = single.generate(prompts[:3], 10)
+    few_b, _ = sharded.generate(prompts[:3], 10)
+    assert few_a == few_b == out_a[:3]
     cache = sharded.init_cache()
     assert cache.k.sharding.spec[:3] == (None, ("data", "fsdp"), "tensor")  # [layers, batch, kv_heads, ..]
 
@@ -214,6 +260,7 @@ def _scheduler(
     max_length=512,
     seed=0,
     step_timeout_s=None,
+    **rollout,
 ):
     cfg = CFG.replace(vocab_size=tokenizer.vocab_size)
     sampler = Sampler(
@@ -225,7 +272,7 @@ def _scheduler(
         segment=6,
     )
     pool = ThreadEnvPool(env, max_concurrency=8, step_timeout_s=step_timeout_s)
-    config = RolloutConfig(max_turns=max_turns, max_new_tokens_per_turn=max_new)
+    config = RolloutConfig(max_turns=max_turns, max_new_tokens_per_turn=max_new, **rollout)
     return RolloutScheduler(
         sampler, tokenizer, pool, system_prompt=env.system_prompt, config=config, seed=seed
     ), pool
@@ -259,6 +306,37 @@ def test_multi_turn_trajectory_is_the_chat_rendering_and_logps_match(tokenizer):
     batch = collate(trajectories)
     assert batch.tokens.shape[0] == 6 and batch.loss_mask.sum() == sum(sum(t.loss_mask) for t in trajectories)
     assert batch.success.all() and set(batch.group_id.tolist()) == {0, 1, 2}
+
+
+class LongPromptEnv(CountingEnv):
+    system_prompt = "Count with me, slowly and carefully, one number per turn, and never skip a number."
+
+    def reset(self, seed):
+        super().reset(seed)
+        return f"task {seed}: " + " ".join(f"item {k}" for k in range(12)), {}
+
+
+def test_shared_prefixes_are_prefilled_once_and_change_nothing(tokenizer):
+    """A group's rows (same task seed, so the same prompt) copy the KV of a row holding the prompt — in the
+    same prefill call or from a live row — and sample exactly what each would have sampled alone."""
+    requests = [EpisodeRequest(task_seed=7, group_id=0)] * 5 + [EpisodeRequest(task_seed=8, group_id=1)] * 3
+    runs = {}
+    for share in (False, True):
+        scheduler, pool = _scheduler(tokenizer, env=LongPromptEnv, share_prefixes=share, min_shared_prefix=4)
+        runs[share] = scheduler.collect(requests)
+        pool.close()
+    (plain, plain_stats), (shared, shared_stats) = runs[False], runs[True]
+    prompt = len(tokenizer.encode(LongPromptEnv.system_prompt))
+    assert shared_stats.prefill_tokens_shared >= 6 * prompt  # at least the system prompt, for 6 of 8 rows
+    assert plain_stats.prefill_tokens_shared == 0
+    assert shared_stats.prefill_tokens + shared_stats.prefill_tokens_shared == plain_stats.prefill_tokens
+    model = nnx.merge(scheduler.sampler.graphdef, scheduler.sampler.params)
+    for a, b in zip(plain, shared):
+        assert a.tokens == b.tokens and a.loss_mask == b.loss_mask
+        np.testing.assert_allclose(a.behaviour_logp, b.behaviour_logp, atol=1e-5)
+        mask = np.asarray(b.loss_mask, bool)
+        logp, _ = token_logprobs(model, {"tokens": jnp.asarray([b.tokens])})
+        np.testing.assert_allclose(np.asarray(logp[0])[mask], np.asarray(b.behaviour_logp)[mask], atol=1e-4)
 
 
 def test_slots_stay_busy_with_random_env_latency(tokenizer):

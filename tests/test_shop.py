@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,11 +13,12 @@ from alejax.envs.shop import catalog, pages
 from alejax.envs.shop.actions import SEP, Action, parse_action
 from alejax.envs.shop.agents import AGENTS, ExpertAgent, run_episode
 from alejax.envs.shop.loader import load_jsonl, write_jsonl
-from alejax.envs.shop.metrics import aggregate, bootstrap_ci, pass_hat_k, pass_hat_k_mean
+from alejax.envs.shop.metrics import aggregate, pass_hat_k_mean
 from alejax.envs.shop.scoring import Score, score_purchase
 from alejax.envs.shop.search import get_index
 from alejax.envs.shop.shopper import HABIT, REFUSAL, RuleShopper, families_in
 from alejax.envs.shop.world import Product, Task, generate_world, get_world
+from alejax.stats import bootstrap_ci, pass_hat_k
 
 SCENARIOS = list(pages.SCENARIOS)
 
@@ -59,6 +61,7 @@ def test_sft_and_rl_splits_divide_train_and_never_touch_eval(world):
         env.reset(seed)
         targets.add(env.task.target)
     assert targets <= set(rl.tolist()) and len(targets) > 10
+    assert list(pages.split_pool(world, "all")) == list(range(world.n_products))
     with pytest.raises(ValueError, match="split='test'"):
         pages.ShopEnv("single", split="test")
 
@@ -281,6 +284,16 @@ def test_shopper_reveals_and_refuses(world):
     assert task.clue not in reply.revealed and not any(f in reply.text for f in task.clue.forms if len(f) > 1)
     if not any(s.family == task.clue.family for s in persona_shopper.slots):
         assert HABIT in reply.text
+
+
+def test_rule_shopper_replies_are_well_formed_on_generated_tasks(world):
+    doubled = re.compile(r"[，。；！？、,.;!?]{2,}")
+    questions = [f"{words[0]}呢？" for words in catalog.FAMILY_KEYWORDS.values()] + ["还有其他要求吗？"] * 3
+    for task in [t for t in (world.task(i) for i in range(60)) if t is not None]:
+        for persona in (False, True):
+            shopper = RuleShopper(task, persona)
+            texts = [shopper.reply(q).text for q in questions + ["可以下单吗？"]]
+            assert not any(doubled.search(t) for t in texts) and all(t[-1] in "。？！" for t in texts), texts
 
 
 def test_bought_after_refusal_is_tagged():

@@ -51,6 +51,8 @@ _FAMILY_MODULES: dict[str, str] = {
     "arithmetic": "alejax.envs.arithmetic",
     "keydoor": "alejax.envs.keydoor",
     "toy": "alejax.envs.toy",
+    "prompt_set": "alejax.envs.prompt_set",
+    "relation": "alejax.envs.relation",
 }
 
 

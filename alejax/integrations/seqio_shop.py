@@ -315,7 +315,9 @@ def _goal(task) -> str:
             "asin": task.asin,
             "attributes": list(task.attributes),
             "options": dict(task.options),
-            "price_upper": float(task.price_upper),
+            "price_upper": None
+            if task.price_upper is None
+            else float(task.price_upper),  # None: no budget stated
             "instruction": task.instruction,
         },
         ensure_ascii=False,

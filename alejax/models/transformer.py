@@ -273,9 +273,14 @@ class Attention(nnx.Module):
         cache: KVCache | None,
         layer: jax.Array | None = None,
         dropout_key=None,
+        attend_length: int | None = None,
+        cache_rows: jax.Array | None = None,
     ):
         """`cache`: the whole stacked cache (all layers); this layer writes and reads its slice `layer`.
-        `dropout_key`: the adapters' dropout while training (None: none)."""
+        `dropout_key`: the adapters' dropout while training (None: none). `attend_length` (static): read only
+        cache positions [0, attend_length) — every query position must be below it; None = the whole cache.
+        `cache_rows` [B]: the cache row each input row writes and reads (None: row b is cache row b), so a
+        prefill computes only the rows that have a chunk."""
         c = self.config
         q, k = self._project(x, "q", dropout_key), self._project(x, "k", dropout_key)
         if c.qk_norm:
@@ -299,7 +304,7 @@ class Attention(nnx.Module):
             # holds one sequence from position 0, so "key position <= query position" is the full mask;
             # entries beyond a row's length are stale and masked. Out-of-range writes (padding) are dropped.
             # The scatter goes into the stacked cache the layer scan carries, so XLA updates it in place.
-            rows = jnp.arange(x.shape[0])[:, None, None]
+            rows = (jnp.arange(x.shape[0]) if cache_rows is None else cache_rows)[:, None, None]
             heads = jnp.arange(c.n_kv_heads)[None, :, None]
             at = (layer, rows, heads, positions[:, None, :])
             cache_k = cache.k.at[at].set(k.transpose(0, 2, 1, 3).astype(cache.k.dtype), mode="drop")
@@ -307,6 +312,12 @@ class Attention(nnx.Module):
             new_cache = KVCache(constrain(cache_k, CACHE_NAMES), constrain(cache_v, CACHE_NAMES))
             keys = constrain(cache_k[layer], LAYER_CACHE_NAMES)
             values = constrain(cache_v[layer], LAYER_CACHE_NAMES)
+            if attend_length is not None and attend_length < keys.shape[2]:
+                # A static view of the filled part: attention then costs what the rows have used, not
+                # the preallocated length (the sampler picks a power-of-two bucket per call).
+                keys, values = keys[:, :, :attend_length], values[:, :, :attend_length]
+            if cache_rows is not None:
+                keys, values = keys[cache_rows], values[cache_rows]
             key_positions = jnp.arange(keys.shape[2])
             mask = key_positions[None, None, :] <= positions[:, :, None]
             keys, values = keys.astype(q.dtype), values.astype(q.dtype)
@@ -358,11 +369,15 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, pd, rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, segment_ids, cache, layer, dropout_key=None):
+    def __call__(
+        self, x, positions, segment_ids, cache, layer, dropout_key=None, attend_length=None, cache_rows=None
+    ):
         attn_key = mlp_key = None
         if dropout_key is not None:
             attn_key, mlp_key = jax.random.split(jax.random.fold_in(dropout_key, layer))
-        attn_out, cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer, attn_key)
+        attn_out, cache = self.attn(
+            self.attn_norm(x), positions, segment_ids, cache, layer, attn_key, attend_length, cache_rows
+        )
         x = x + attn_out
         x = x + self.mlp(self.mlp_norm(x), mlp_key)
         return x, cache
@@ -409,9 +424,13 @@ class Transformer(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
         dropout_key: jax.Array | None = None,
+        attend_length: int | None = None,
+        cache_rows: jax.Array | None = None,
     ):
         """Final-normed hidden states [B, T, d_model] (what reward and value heads read) and the new cache.
-        `dropout_key` (a key, or its raw uint32 data): turns on the LoRA adapters' dropout (training only)."""
+        `dropout_key` (a key, or its raw uint32 data): turns on the LoRA adapters' dropout (training only).
+        With `cache`: `attend_length` (static int) — attention reads cache positions below it only;
+        `cache_rows` [B] — the cache row each input row uses (None: the same index)."""
         c = self.config
         tokens = constrain(tokens, ("batch", "length"))
         if positions is None:
@@ -435,7 +454,9 @@ class Transformer(nnx.Module):
             x, layer_cache = carry
             params, layer = layer_input
             block = nnx.merge(graphdef, params)
-            x, layer_cache = block(x, positions, segment_ids, layer_cache, layer, dropout_key)
+            x, layer_cache = block(
+                x, positions, segment_ids, layer_cache, layer, dropout_key, attend_length, cache_rows
+            )
             return (x, layer_cache), None
 
         if c.remat != "none":  # what the backward pass keeps of each layer (the scan stacks it over layers)
@@ -462,7 +483,11 @@ class Transformer(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
         dropout_key: jax.Array | None = None,
+        attend_length: int | None = None,
+        cache_rows: jax.Array | None = None,
     ):
-        hidden, new_cache = self.hidden_states(tokens, positions, segment_ids, cache, dropout_key)
+        hidden, new_cache = self.hidden_states(
+            tokens, positions, segment_ids, cache, dropout_key, attend_length, cache_rows
+        )
         logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)

@@ -4,7 +4,7 @@
     metrics = pipeline.step(task_seeds(config, 1))
     pipeline.close()                                                   # the env pool too
 
-Sections read: env {name, kwargs, system_prompt, render_tools, pool, pool_size}, expert (IPA's teacher),
+Sections read: env {name, kwargs, system_prompt, render_tools}, env_pool (EnvPoolConfig), expert (IPA's teacher),
 model, lora, rl (RLConfig, nested advantage_config / loss / resample), critic, rollout, sampling, optim (with
 microbatches: gradient accumulation inside each minibatch update), mesh / placement / num_devices,
 max_length, seed, steps.
@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 from alejax.config import from_section, lora_config_of, model_config_from, system_prompt_of
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.base import make
-from alejax.envs.pools import EnvPool, make_env_pool
+from alejax.envs.pools import EnvPool, env_pool_from_config
 from alejax.models.config import ModelConfig
 from alejax.models.lora import with_lora
 from alejax.parallel.placement import place_roles
@@ -61,7 +61,7 @@ def build_pipeline(
     env_pool: EnvPool | None = None,
     reward_worker: Callable | None = None,
 ) -> RLPipeline:
-    """The RL pipeline on the configured role meshes with its env pool (`config.env.pool`, or `env_pool`)
+    """The RL pipeline on the configured role meshes with its env pool (`config.env_pool`, or `env_pool`)
     and, for GAE, a critic whose backbone starts from the actor's. `params`: initial actor params (e.g. from
     SFT: the whole model's); the optimizer's moments start at zero whatever the params, so only the params
     change. `model_config`: the actor's architecture (e.g. the SFT stage's pretrained model's); by default
@@ -96,9 +96,7 @@ def build_pipeline(
     env_section = config.env
     env = make(env_section.name, **env_section.kwargs.to_dict())
     if env_pool is None:
-        env_pool = make_env_pool(
-            env_section.pool, env_section.name, env_section.kwargs.to_dict(), env_section.pool_size
-        )
+        env_pool = env_pool_from_config(config.env_pool, env_section.name, env_section.kwargs.to_dict())
     teacher = None
     if rl.resample.enabled:  # IPA replays the env's scripted expert (with the `expert` kwargs)
         teacher = env_teacher(

@@ -39,7 +39,7 @@ import optax
 from flax import nnx
 
 from alejax.data.tokenizer import Tokenizer
-from alejax.envs.pools import EnvPool
+from alejax.envs.pools import EnvPool, pool_stats
 from alejax.models.lora import tree_bytes
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
@@ -251,12 +251,18 @@ class RLPipeline:
             "generated_tokens": float(np.mean([sum(t.loss_mask) for t in trajectories])),
             "turns": float(np.mean([t.n_turns for t in trajectories])),
             "truncated": float(np.mean([t.truncated for t in trajectories])),
+            # Env failures (raised, crashed, hung): each aborted call re-samples its episode from the seed.
             "aborted_resamples": rollout_stats.aborted_resamples,
+            "aborted_episodes": rollout_stats.aborted_episodes,
+            "env_aborts": rollout_stats.env_aborts,
+            "env_timeouts": rollout_stats.env_timeouts,
             "slot_utilization": rollout_stats.slot_utilization,
             "rollout_wall_s": rollout_wall,
             # Share of the rollout's wall time hidden behind the previous step's work (0 when synchronous).
             "overlap_fraction": max(0.0, 1.0 - seconds["rollout"] / max(rollout_wall, 1e-9)),
         }
+        # The pool's own health (worker restarts, threads abandoned to hung calls, ...).
+        metrics.update({f"env_pool_{k}": v for k, v in pool_stats(self.env_pool).items()})
         if self.resampler is not None:  # p_k, forks, expert refresh; sets the imitation weights (Eq. 10)
             metrics.update(self.resampler.observe(trajectories))
         # Trainer version minus the version that sampled each trajectory (tagged by `_collect`).

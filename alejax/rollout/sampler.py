@@ -12,6 +12,12 @@ points (continuous batching). Two compiled programs do all the work:
 Chunk lengths are padded to power-of-two buckets, so a warmed-up sampler does not recompile. Writes at
 positions >= the cache length are dropped, which is how idle rows stay untouched.
 
+Attention reads a length-bucketed view of the cache: positions [0, view) where `view` is the smallest power of
+two (at least `min_cache_view`) that holds every position the call writes or reads. A 300-token episode in a
+4096-position cache then pays for 512, not 4096; each view length is one more compiled program (at most
+log2(max_length / min_cache_view) + 1 of them). Views rather than pages: rows of one call share the view, so a
+single long row makes the whole batch pay for its length — see docs/rollout.md for the trade.
+
 Both take one key per row (`rng` of shape [B]): the token a row samples at position p uses fold_in(row_key,
 p) alone, so what a sequence samples does not depend on which other rows share its calls or when (the
 scheduler's batches follow env timing; per-episode keys make a seed's rollouts repeat).
@@ -141,16 +147,28 @@ class Sampler:
         segment: int = 32,
         mesh: Mesh | None = None,
         cache_dtype=None,
+        cache_views: bool = True,
+        min_cache_view: int = 256,
+        decode_rows: int | None = None,
     ):
         self.graphdef, self.params = nnx.split(model)
         self.config = model.config
         self.batch_size, self.max_length, self.segment = batch_size, max_length, segment
+        # A decode call computes at most `decode_rows` of the cache's `batch_size` rows (gathered by index):
+        # the other rows hold the KV of episodes waiting on their envs (the KV pool), so more episodes can
+        # be in flight than the decode batch computes. None: every row decodes (no gather).
+        self.decode_rows = decode_rows or batch_size
+        if not 0 < self.decode_rows <= batch_size:
+            raise ValueError(f"decode_rows={decode_rows} must be in [1, batch_size={batch_size}]")
         self.sampling = sampling
         self.stop_ids = jnp.asarray(list(stop_ids) or [-1], jnp.int32)
         self.mesh = mesh
         self.cache_dtype = cache_dtype
-        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
-        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), static_argnames=("steps",))
+        # False: attend over the whole preallocated cache (the baseline the sampler bench compares against).
+        self.cache_views, self.min_cache_view = cache_views, min_cache_view
+        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,), static_argnames=("view",))
+        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), static_argnames=("steps", "view"))
+        self._copy_rows = jax.jit(self._copy_rows_impl, donate_argnums=(0,), static_argnames=("view",))
         self.compilations = 0  # counted in the traced bodies: a trace is a compilation
 
     # -- state --------------------------------------------------------------------------------------
@@ -168,6 +186,14 @@ class Sampler:
     def _mesh_context(self):
         return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
+    def cache_view(self, end: int) -> int:
+        """The cache length a call attends over when its rows use positions below `end`."""
+        if not self.cache_views:
+            return self.max_length
+        return bucket_length(
+            max(end, 1), minimum=min(self.min_cache_view, self.max_length), maximum=self.max_length
+        )
+
     def _row_sharding(self, x):
         if self.mesh is None:
             return x
@@ -175,50 +201,82 @@ class Sampler:
         return jax.device_put(x, NamedSharding(self.mesh, spec))
 
     # -- prefill -------------------------------------------------------------------------------------
-    def _prefill_impl(self, params, cache, chunk, start, length, rng):
+    def _prefill_impl(self, params, cache, chunk, start, length, rows, rng, view):
         self.compilations += 1
         model = nnx.merge(self.graphdef, params)
         width = chunk.shape[1]
         offsets = jnp.arange(width)[None, :]
         # Padding and idle rows write at an out-of-range position: the cache drops those writes.
         positions = jnp.where(offsets < length[:, None], start[:, None] + offsets, self.max_length)
-        hidden, cache = model.hidden_states(chunk, positions=positions, cache=cache)
+        hidden, cache = model.hidden_states(
+            chunk, positions=positions, cache=cache, attend_length=view, cache_rows=rows
+        )
         last = jnp.take_along_axis(hidden, jnp.maximum(length - 1, 0)[:, None, None], axis=1)
         token, logp = sample_logits(
-            model.logits(last)[:, 0], _at_positions(rng, start + length), self.sampling
+            model.logits(last)[:, 0], _at_positions(rng[rows], start + length), self.sampling
         )
-        return cache, token, logp
+        # Back to one entry per cache row; padding rows (index batch_size) are dropped.
+        scatter = lambda x: jnp.zeros((self.batch_size,), x.dtype).at[rows].set(x, mode="drop")
+        return cache, scatter(token), scatter(logp)
 
     def prefill(self, cache: KVCache, chunks: Sequence[Sequence[int] | None], starts: Sequence[int], rng):
         """Write chunks[b] at positions starts[b].. (None or empty = row untouched); `rng`: a key per row.
 
+        Only the rows with a chunk are computed (their count padded to a power of two, at least
+        batch_size / 8), so one episode's observation in a batch of 64 does not cost 64 rows' prefill.
         Returns (cache, next_token [B], next_logp [B]) for the rows' next token (device arrays, sharded
-        like the rows; read them with `np.asarray` on one host).
+        like the rows; read them with `np.asarray` on one host); untouched rows get 0.
         """
         self._check_keys(rng)
         lengths = np.array([0 if c is None else len(c) for c in chunks], np.int32)
-        if np.any(np.asarray(starts) + lengths > self.max_length):
+        ends = np.asarray(starts) + lengths
+        if np.any(ends > self.max_length):
             raise ValueError("a chunk does not fit in the cache; check the context limit before prefill")
+        active = np.flatnonzero(lengths)
+        n_rows = bucket_length(len(active), minimum=max(1, self.batch_size // 8), maximum=self.batch_size)
+        rows = np.full(n_rows, self.batch_size, np.int32)  # padding rows: out of range, dropped
+        rows[: len(active)] = active
         width = bucket_length(int(lengths.max(initial=1)), maximum=self.max_length)
-        buffer = np.zeros((self.batch_size, width), np.int32)
-        for row, chunk in enumerate(chunks):
-            if chunk is not None and len(chunk):
-                buffer[row, : len(chunk)] = chunk
+        buffer = np.zeros((n_rows, width), np.int32)
+        for k, row in enumerate(active):
+            buffer[k, : lengths[row]] = chunks[row]
+        row_starts = np.zeros(n_rows, np.int32)
+        row_starts[: len(active)] = np.asarray(starts, np.int32)[active]
+        row_lengths = np.zeros(n_rows, np.int32)
+        row_lengths[: len(active)] = lengths[active]
         with self._mesh_context():
             cache, token, logp = self._prefill(
                 self.params,
                 cache,
                 self._row_sharding(buffer),
-                self._row_sharding(np.asarray(starts, np.int32)),
-                self._row_sharding(lengths),
+                self._row_sharding(row_starts),
+                self._row_sharding(row_lengths),
+                self._row_sharding(rows),
                 rng,
+                view=self.cache_view(int(ends[lengths > 0].max(initial=1))),
             )
         return cache, token, logp
 
+    def _copy_rows_impl(self, cache, source, view):
+        self.compilations += 1
+        # Row b takes row source[b]'s keys and values at positions [0, view) (source[b] = b: unchanged).
+        return jax.tree.map(lambda x: x.at[:, :, :, :view].set(x[:, source, :, :view]), cache)
+
+    def copy_rows(self, cache: KVCache, source: Sequence[int], end: int) -> KVCache:
+        """Shared prefixes: row b's cache positions below `end` (at least) become row source[b]'s, so a
+        prompt several rows share is prefilled once. Positions from `end` on are the rows' own (stale ones are
+        masked, as ever); the copy costs a read and write of the rows' view, far less than a prefill."""
+        with self._mesh_context():
+            return self._copy_rows(
+                cache, self._row_sharding(np.asarray(source, np.int32)), view=self.cache_view(end)
+            )
+
     # -- decode --------------------------------------------------------------------------------------
-    def _decode_impl(self, params, cache, token, position, budget, rng, steps):
+    def _decode_impl(self, params, cache, token, position, budget, rows, rng, min_active, steps, view):
         self.compilations += 1
         model = nnx.merge(self.graphdef, params)
+        if rows is not None:  # compute only the gathered rows; results go back to their cache rows below
+            rng = rng[rows]
         batch = token.shape[0]
         out_tokens = jnp.zeros((batch, steps), jnp.int32)
         out_logp = jnp.zeros((batch, steps), jnp.float32)
@@ -226,13 +284,21 @@ class Sampler:
 
         def cond(carry):
             step, *_, active, _ = carry
-            return (step < steps) & jnp.any(active)
+            # End the segment once fewer than `min_active` rows still decode: their rows can then serve
+            # episodes waiting for one (the scheduler asks for that when it has some).
+            return (step < steps) & (jnp.sum(active) >= jnp.maximum(min_active, 1))
 
         def body(carry):
             step, cache, token, position, out_tokens, out_logp, count, active, rng = carry
             key = _at_positions(rng, position + 1)  # the sampled token's position picks each row's key
             feed_position = jnp.where(active, position, self.max_length)  # idle rows: dropped writes
-            logits, cache = model(token[:, None], positions=feed_position[:, None], cache=cache)
+            logits, cache = model(
+                token[:, None],
+                positions=feed_position[:, None],
+                cache=cache,
+                attend_length=view,
+                cache_rows=rows,
+            )
             new_token, logp = sample_logits(logits[:, 0], key, self.sampling)
             out_tokens = out_tokens.at[:, step].set(jnp.where(active, new_token, 0))
             out_logp = out_logp.at[:, step].set(jnp.where(active, logp, 0.0))
@@ -246,25 +312,55 @@ class Sampler:
         _, cache, token, position, out_tokens, out_logp, count, active, _ = jax.lax.while_loop(
             cond, body, carry
         )
+        if rows is not None:  # one entry per cache row again; padding rows (index batch_size) are dropped
+            out_tokens, out_logp, count, active = (
+                jnp.zeros((self.batch_size, *x.shape[1:]), x.dtype).at[rows].set(x, mode="drop")
+                for x in (out_tokens, out_logp, count, active)
+            )
         return cache, out_tokens, out_logp, count, active
 
-    def decode(self, cache: KVCache, token, position, budget, rng, steps: int | None = None):
-        """Feed `token[b]` at `position[b]` and sample up to min(steps, budget[b]) new tokens per row.
+    def decode(
+        self, cache: KVCache, token, position, budget, rng, steps: int | None = None, min_active: int = 1
+    ):
+        """Feed `token[b]` at `position[b]` and sample up to min(steps, budget[b]) new tokens per row; rows with
+        budget 0 are idle (at most `decode_rows` rows may have a budget). The segment ends after `steps`, or
+        once fewer than `min_active` rows still decode.
 
         Returns (cache, tokens [B, steps], logp [B, steps], count [B], still_active [B]); a row's new tokens
         are tokens[b, :count[b]]; a row still active hit the segment end, not a stop token or its budget.
         `rng`: a key per row.
         """
         self._check_keys(rng)
+        steps = steps or self.segment
+        token = np.asarray(token, np.int32)
+        position, budget = np.asarray(position, np.int32), np.asarray(budget, np.int32)
+        # A row feeds positions position .. position + min(steps, budget) - 1 in this call.
+        end = int((position + np.minimum(steps, budget))[budget > 0].max(initial=1))
+        rows = None
+        if self.decode_rows < self.batch_size:
+            active = np.flatnonzero(budget > 0)
+            if len(active) > self.decode_rows:
+                raise ValueError(
+                    f"{len(active)} rows with a budget for a sampler of decode_rows={self.decode_rows}"
+                )
+            rows = np.full(self.decode_rows, self.batch_size, np.int32)  # padding: out of range, idle
+            rows[: len(active)] = active
+            clipped = np.minimum(rows, self.batch_size - 1)
+            token, position = token[clipped], position[clipped]
+            budget = np.where(rows < self.batch_size, budget[clipped], 0)
+            rows = self._row_sharding(rows)
         with self._mesh_context():
             return self._decode(
                 self.params,
                 cache,
-                self._row_sharding(np.asarray(token, np.int32)),
-                self._row_sharding(np.asarray(position, np.int32)),
-                self._row_sharding(np.asarray(budget, np.int32)),
+                self._row_sharding(token),
+                self._row_sharding(position),
+                self._row_sharding(budget),
+                rows,
                 rng,
-                steps=steps or self.segment,
+                np.int32(min_active),
+                steps=steps,
+                view=self.cache_view(end),
             )
 
     def _check_keys(self, rng) -> None:
@@ -298,8 +394,10 @@ class Sampler:
                 budget[b] = 0
         budget = np.minimum(budget, self.max_length - 1 - position).clip(0)
         while budget.any():
+            turn = budget.copy()  # at most decode_rows rows decode in one call; the others wait their turn
+            turn[np.flatnonzero(turn)[self.decode_rows :]] = 0
             cache, tokens, lps, count, _ = self.decode(
-                cache, [o[-1] for o in outputs] + [0] * (self.batch_size - n), position, budget, keys
+                cache, [o[-1] for o in outputs] + [0] * (self.batch_size - n), position, turn, keys
             )
             tokens, lps, count = np.asarray(tokens), np.asarray(lps), np.asarray(count)
             for b in range(n):

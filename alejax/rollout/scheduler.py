@@ -9,7 +9,10 @@ Each slot holds one episode. The loop, until every requested episode is done:
      per-turn budget) hands its action text to the env pool and waits
   5. with nothing to decode, the loop blocks until some env future completes
 Env steps run in the pool's threads/processes while other slots decode. An episode whose env failed
-(aborted) is re-sampled from the same seed, up to `max_attempts`, then reported as aborted — never dropped.
+(aborted: it raised, crashed its worker or hung past the pool's timeout) is re-sampled from the same seed,
+up to `max_attempts`, then reported as aborted — never dropped, and never an exception out of `collect`.
+An env call the pool leaves unanswered for `wait_timeout_s` (a pool without its own timeout) is given up
+the same way; the counts are in `RolloutStats` (env_aborts, env_timeouts, aborted_episodes).
 
 Which episodes share a prefill or decode call follows env timing, so nothing random may depend on it: each
 episode samples with its own key (from the scheduler's seed, the collect call, the request's index and the
@@ -37,7 +40,7 @@ import numpy as np
 
 from alejax.agent.chat import EpisodeChat
 from alejax.data.tokenizer import Tokenizer
-from alejax.envs.pools import EnvPool
+from alejax.envs.pools import EnvPool, aborted
 from alejax.rollout.sampler import Sampler, SamplingConfig
 from alejax.rollout.trajectory import Trajectory
 
@@ -62,7 +65,14 @@ class RolloutConfig:
     max_new_tokens_per_turn: int = 64
     max_attempts: int = 3  # resets of an aborted episode (same seed) before it is reported as aborted
     observation_role: str = "tool"  # chat role of env observations after the first (the env may override)
-    wait_timeout_s: float = 60.0  # no env future finished for this long with nothing to decode: error
+    # An env call unanswered this long is given up (aborted, re-sampled): a backstop for pools that do not
+    # time out hung calls themselves. Keep it above the pool's own step and reset timeouts.
+    wait_timeout_s: float = 300.0
+    # Shared prefixes: a row about to prefill copies the KV of the longest token prefix it shares with another
+    # live row (a GRPO group's prompt, IPA's replayed expert prefix) and prefills only the rest; a share shorter
+    # than `min_shared_prefix` tokens is not worth the copy.
+    share_prefixes: bool = True
+    min_shared_prefix: int = 16
 
 
 class SlotState(enum.Enum):
@@ -82,6 +92,7 @@ class _Slot:
     trajectory: Trajectory | None = None
     chat: EpisodeChat | None = None
     future: concurrent.futures.Future | None = None
+    waiting_since: float = 0.0  # when `future` was asked for
     position: int = 0  # tokens whose keys/values are in this slot's cache
     turn_tokens: list[int] = dataclasses.field(default_factory=list)
     action_text: str = ""
@@ -91,6 +102,9 @@ class _Slot:
 class RolloutStats:
     episodes: int = 0
     aborted_resamples: int = 0
+    aborted_episodes: int = 0  # still aborted after max_attempts (reported, never trained on)
+    env_aborts: int = 0  # env calls that came back aborted (raised, crashed, hung) or were given up
+    env_timeouts: int = 0  # of those, the ones that timed out (in the pool, or after wait_timeout_s here)
     generated_tokens: int = 0
     decode_row_steps: int = 0  # rows x steps of the decode segments run
     occupied_slot_s: float = 0.0  # integral over time of slots holding a live episode
@@ -100,6 +114,8 @@ class RolloutStats:
     steady_wall_s: float = 0.0
     time_decode_s: float = 0.0
     time_prefill_s: float = 0.0
+    prefill_tokens: int = 0  # tokens the prefill computed
+    prefill_tokens_shared: int = 0  # tokens whose KV was copied from a row holding the same prefix
     time_env_wait_s: float = 0.0
 
     @property
@@ -160,9 +176,13 @@ class RolloutScheduler:
             for slot in self.slots:
                 if slot.state is SlotState.FREE and queue:
                     self._start_episode(slot, *queue.popleft())
+            now = time.monotonic()
             for slot in self.slots:
-                if slot.state is SlotState.WAIT_ENV and slot.future.done():
-                    self._on_env_result(slot, slot.future.result())
+                if slot.state is SlotState.WAIT_ENV:
+                    if slot.future.done():
+                        self._on_env_result(slot, _result_of(slot.future))
+                    elif now - slot.waiting_since > self.config.wait_timeout_s:
+                        self._give_up_on_env(slot)
                 if slot.state is SlotState.FREE and queue:  # refill at once: its reset overlaps the decode
                     self._start_episode(slot, *queue.popleft())
             if any(s.state is SlotState.PREFILL for s in self.slots):
@@ -174,20 +194,17 @@ class RolloutScheduler:
                 self._decode_segment()
                 stats.time_decode_s += time.perf_counter() - t
             elif not any(s.state is SlotState.PREFILL for s in self.slots):
-                waiting = [s.future for s in self.slots if s.state is SlotState.WAIT_ENV]
+                waiting = [s for s in self.slots if s.state is SlotState.WAIT_ENV]
                 if waiting:
                     t = time.perf_counter()
-                    finished, _ = concurrent.futures.wait(
-                        waiting,
-                        timeout=self.config.wait_timeout_s,
+                    # Until some env answers, or the oldest call is due to be given up (next iteration).
+                    oldest = min(s.waiting_since for s in waiting)
+                    concurrent.futures.wait(
+                        [s.future for s in waiting],
+                        timeout=max(0.0, oldest + self.config.wait_timeout_s - time.monotonic()),
                         return_when=concurrent.futures.FIRST_COMPLETED,
                     )
                     stats.time_env_wait_s += time.perf_counter() - t
-                    if not finished:
-                        raise TimeoutError(
-                            f"no environment answered within {self.config.wait_timeout_s}s; the env pool "
-                            "must time out hung steps itself"
-                        )
             now = time.perf_counter()
             occupied = (now - last) * sum(s.state is not SlotState.FREE for s in self.slots)
             stats.occupied_slot_s += occupied
@@ -211,13 +228,22 @@ class RolloutScheduler:
         )
         slot.chat = EpisodeChat(self.tokenizer, self.system_prompt, self.tools)
         slot.position, slot.turn_tokens, slot.action_text = 0, [], ""
-        slot.future = self.pool.reset(episode_id, request.task_seed)
-        slot.state = SlotState.WAIT_ENV
+        self._wait_env(slot, self.pool.reset(episode_id, request.task_seed))
+
+    def _wait_env(self, slot: _Slot, future: concurrent.futures.Future) -> None:
+        slot.future, slot.waiting_since, slot.state = future, time.monotonic(), SlotState.WAIT_ENV
+
+    def _give_up_on_env(self, slot: _Slot) -> None:
+        """The pool left a call unanswered for wait_timeout_s: abort the episode as if the pool had."""
+        error = f"no answer from the env pool within {self.config.wait_timeout_s:g} s; episode given up"
+        self._on_env_result(slot, aborted("step" if slot.trajectory.tokens else "reset", error, timeout=True))
 
     def _on_env_result(self, slot: _Slot, result) -> None:
         traj = slot.trajectory
         info = dict(result.info)
         if info.get("aborted"):
+            self._stats.env_aborts += 1
+            self._stats.env_timeouts += bool(info.get("timeout"))
             self._abort(slot, info.get("error", "environment failure"))
             return
         first = not traj.tokens
@@ -268,8 +294,7 @@ class RolloutScheduler:
             return
         traj.add_replayed(tokens)
         slot.action_text = action
-        slot.future = self.pool.step(traj.episode_id, action)
-        slot.state = SlotState.WAIT_ENV
+        self._wait_env(slot, self.pool.step(traj.episode_id, action))
 
     def _abort(self, slot: _Slot, error: str) -> None:
         self.pool.release(slot.trajectory.episode_id)
@@ -279,6 +304,7 @@ class RolloutScheduler:
             self._queue.appendleft((slot.request, slot.attempt + 1, slot.index))
             self._free(slot)
         else:
+            self._stats.aborted_episodes += 1
             slot.trajectory.aborted = True
             slot.trajectory.info.update(error=error, attempts=slot.attempt)
             self._finish(slot)
@@ -320,12 +346,57 @@ class RolloutScheduler:
 
     def _prefill(self) -> None:
         rows = [i for i, s in enumerate(self.slots) if s.state is SlotState.PREFILL]
+        sources = self._shared_prefixes(rows) if self.config.share_prefixes else {}
+        # Rows that copy from another row prefilled in this same call go second, once that row's KV is written.
+        later = [i for i in rows if sources.get(i, (None,))[0] in rows]
+        for group in ([i for i in rows if i not in later], later):
+            if group:
+                self._prefill_rows(group, {i: sources[i] for i in group if i in sources})
+
+    def _shared_prefixes(self, rows) -> dict[int, tuple[int, int]]:
+        """For each row about to prefill, the (source row, prefix length) of the longest token prefix it
+        shares with a row whose cache holds it: a live row (its fed tokens) or a row of this prefill that
+        copies nothing (its whole context, once written). At most all but the last token is shared, so every
+        row still samples its own next token with its own key."""
+        cached = {  # row -> the tokens its cache holds (or will hold after this prefill's first call)
+            j: s.trajectory.tokens[: s.position]
+            for j, s in enumerate(self.slots)
+            if s.state in (SlotState.DECODING, SlotState.WAIT_ENV) and s.trajectory is not None
+        }
+        sources = {}
+        for i in rows:
+            slot = self.slots[i]
+            tokens = slot.trajectory.tokens
+            best, best_length = None, slot.position + self.config.min_shared_prefix - 1
+            for j, held in cached.items():
+                if tokens[: best_length + 1] != held[: best_length + 1]:
+                    continue  # cannot beat the best share so far
+                n = _common_prefix(tokens, held, limit=len(tokens) - 1)
+                if n > best_length:
+                    best, best_length = j, n
+            if best is None:
+                cached[i] = tokens
+            else:
+                sources[i] = (best, best_length)
+        return sources
+
+    def _prefill_rows(self, rows, sources: dict[int, tuple[int, int]]) -> None:
+        if sources:
+            copy_from = np.arange(len(self.slots))
+            for i, (j, _) in sources.items():
+                copy_from[i] = j
+            end = max(n for _, n in sources.values())
+            self.cache = self.sampler.copy_rows(self.cache, copy_from, end)
+            for i, (_, n) in sources.items():
+                self._stats.prefill_tokens_shared += n - self.slots[i].position
+                self.slots[i].position = n
         chunks = [None] * len(self.slots)
         starts = [0] * len(self.slots)
         for i in rows:
             slot = self.slots[i]
             chunks[i] = slot.trajectory.tokens[slot.position :]  # includes the unfed end-of-turn token
             starts[i] = slot.position
+            self._stats.prefill_tokens += len(chunks[i])
         self.cache, token, logp = self.sampler.prefill(self.cache, chunks, starts, self._row_keys(rows))
         token, logp = np.asarray(token), np.asarray(logp)
         for i in rows:
@@ -390,8 +461,27 @@ class RolloutScheduler:
             slot.trajectory.info["truncated_by"] = "context_limit"
             self._finish(slot)
             return
-        slot.future = self.pool.step(slot.trajectory.episode_id, slot.action_text)
-        slot.state = SlotState.WAIT_ENV
+        self._wait_env(slot, self.pool.step(slot.trajectory.episode_id, slot.action_text))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """Length of the common prefix of token lists a and b, at most `limit`."""
+    low, high = 0, min(len(a), len(b), limit)  # invariant: a[:low] == b[:low]
+    while low < high:  # bisect with slice comparisons (C speed; contexts run to thousands of tokens)
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _result_of(future: concurrent.futures.Future):
+    """A finished env future's result; a pool that failed it (raised, cancelled) gives an aborted one."""
+    try:
+        return future.result()
+    except BaseException as e:  # noqa: BLE001 - CancelledError is a BaseException; none may escape collect
+        return aborted("step", f"the env pool failed the call: {type(e).__name__}: {e}")
 
 
 def build_rollout(

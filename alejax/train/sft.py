@@ -4,8 +4,11 @@ tokenizer -> packed rows with a loss mask on the model's turns -> the next-token
 `config` keys (configs/sft.py; the rl job's `sft` section shares its env, expert, tokenizer and model):
 seed, workdir, pretrained (a model directory, a .gguf file or `smollm2`; "" trains the `model` section from
 scratch), lora (rank 0: full fine-tuning; > 0: adapters only, `alejax.models.LoRAConfig`), env {name, kwargs, system_prompt, render_tools}, expert (the scripted policy's kwargs), tokenizer.dir,
-model, mesh, data {n_episodes, first_seed, successful_only, seq_len, batch_size,
-eval_fraction}, optim, steps and the log / eval / checkpoint cadence.
+model, mesh, data {source, path, split, n_episodes, first_seed, successful_only, seq_len, batch_size,
+eval_fraction}, optim, steps and the log / eval / checkpoint cadence. `data.source` picks the chats: "env" (the
+default: the env's scripted expert), or a dataset at `data.path`: "jsonl" (chat JSONL, or trajectory records),
+"hf_disk" (a Hugging Face `save_to_disk` directory, `data.split`) or "atif" (ATIF trajectories); see
+alejax.data.datasets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from alejax.config import lora_config_of, model_config_from, system_prompt_of
+from alejax.data.datasets import chat_rows, chat_tokens, load_records, records_tokenizer, split_eval
 from alejax.data.episodes import (
     episode_tokens,
     episodes_tokenizer,
@@ -71,17 +75,35 @@ def train_sft(config: ConfigDict):
     if config.pretrained:  # a real model: its weights, architecture and tokenizer (the model section unused)
         model, tokenizer = load_model_and_tokenizer(config.pretrained, make_mesh(config.mesh.to_dict()))
         init_params, model_config = nnx.state(model), with_lora(model.config, lora_config_of(config))
-    chats, tools, tokenizer = sft_episodes(config, tokenizer)
-    n_eval = max(1, int(len(chats) * d.eval_fraction))
-    train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], d.seq_len, tools)
-    eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], d.seq_len, tools)
+    source = d.get("source", "env")
+    if source == "env":
+        chats, tools, tokenizer = sft_episodes(config, tokenizer)
+        n_eval = max(1, int(len(chats) * d.eval_fraction))
+        train_rows, too_long = sft_rows(tokenizer, chats[n_eval:], d.seq_len, tools)
+        eval_rows, _ = sft_rows(tokenizer, chats[:n_eval], d.seq_len, tools)
+        mean_tokens = float(np.mean([len(episode_tokens(tokenizer, c, tools)[0]) for c in chats[:50]]))
+        what, title = f"{len(chats)}/{d.n_episodes} expert episodes of {config.env.name}", config.env.name
+    else:  # a dataset the user brings
+        records = load_records(source, d.path, d.get("split") or None)
+        if tokenizer is None:
+            tokenizer = load_or_train_tokenizer(
+                config.tokenizer.dir, workdir, lambda: records_tokenizer(records, config.model.vocab_size)
+            )
+        train_records, eval_records = split_eval(records, d.eval_fraction, config.seed)
+        train_rows, too_long = chat_rows(tokenizer, train_records, d.seq_len)
+        eval_rows, _ = chat_rows(tokenizer, eval_records, d.seq_len)
+        mean_tokens = float(
+            np.mean([len(chat_tokens(tokenizer, r.messages, r.tools)[0]) for r in records[:50]])
+        )
+        what, title = (
+            f"{len(records)} chats of {source} dataset {d.path}",
+            os.path.basename(d.path.rstrip("/")),
+        )
     if init_params is None:
         model_config = with_lora(model_config_from(config.model, tokenizer), lora_config_of(config))
-    mean_tokens = float(np.mean([len(episode_tokens(tokenizer, c, tools)[0]) for c in chats[:50]]))
     print(
-        f"sft data: {len(chats)}/{d.n_episodes} expert episodes of {config.env.name} (~{mean_tokens:.0f} tokens "
-        f"each; {too_long} split across rows) -> {len(train_rows['tokens'])} rows of {d.seq_len}; "
-        f"model {model_config.num_params() / 1e6:.2f}M params",
+        f"sft data: {what} (~{mean_tokens:.0f} tokens each; {too_long} split across rows) -> "
+        f"{len(train_rows['tokens'])} rows of {d.seq_len}; model {model_config.num_params() / 1e6:.2f}M params",
         flush=True,
     )
     graphdef, state, last = fit_next_token(
@@ -90,7 +112,7 @@ def train_sft(config: ConfigDict):
         model_config,
         train_rows,
         eval_rows,
-        title=f"SFT on {config.env.name}",
+        title=f"SFT on {title}",
         init_params=init_params,
     )
     return graphdef, state.model_params(), tokenizer, last

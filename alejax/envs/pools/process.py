@@ -11,6 +11,11 @@ worker that dies, gets the worker's whole process group killed and the worker re
 that lived on it resolves (now or at its next call) to an aborted result (`truncated=True`,
 `info={"aborted": True, ...}`), so the scheduler re-samples it from the same seed. `close()` stops every
 worker and its children; workers also die with the pool (PR_SET_PDEATHSIG), so nothing is orphaned.
+
+`release` closes the episode's env in its worker at once (queued behind the episode's last call; each
+request carries its placement, so the release still reaches the worker after the pool has forgotten the
+episode), so envs and their sandbox directories never pile up in long-lived workers; `worker_stats()` shows
+what each worker holds (envs, open fds, memory, scratch entries).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ def _worker_main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pool owner's to handle
     os.environ["ALEJAX_SCRATCH_DIR"] = scratch_dir
     envs: dict[int, Env] = {}
+    close_errors = 0
     while True:
         try:
             batch = conn.recv()
@@ -87,26 +93,52 @@ def _worker_main(fd: int) -> None:
                         result = aborted_result(f"episode {episode_id} was never reset on this worker")
                     else:
                         result = StepResult(*env.step(arg))
-                else:  # release
-                    close_env(envs.pop(episode_id, None))
+                elif op == "release":
+                    close_errors += close_env(envs.pop(episode_id, None)) is not None
                     result = None
+                else:  # stats
+                    result = _worker_stats(envs, scratch_dir, close_errors)
             except Exception:  # noqa: BLE001 - a broken env becomes an aborted episode, not a dead worker
                 result = ("error", traceback.format_exc(limit=4))
             conn.send((request_id, result))
     for env in envs.values():
+        close_env(env)
+
+
+def _worker_stats(envs: dict, scratch_dir: str, close_errors: int) -> dict[str, int]:
+    """What a leak would grow, measured inside the worker: live envs, open fds, resident memory, entries in
+    its scratch directory (sandboxes live there), and env cleanups that failed."""
+
+    def count(path: str) -> int:
         try:
-            close_env(env)
-        except Exception:  # noqa: BLE001 - best effort at shutdown
-            pass
+            return len(os.listdir(path))
+        except OSError:
+            return -1
+
+    try:
+        with open("/proc/self/statm") as f:
+            rss_kib = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        rss_kib = -1
+    return {
+        "envs": len(envs),
+        "open_fds": count("/proc/self/fd"),
+        "rss_kib": rss_kib,
+        "scratch_entries": count(scratch_dir),
+        "close_errors": close_errors,
+    }
 
 
 @dataclasses.dataclass
 class _Request:
-    op: str  # reset | step | release
+    op: str  # reset | step | release | stats
     episode_id: int
     arg: Any
     future: concurrent.futures.Future
     timeout_s: float
+    # The episode's placement when the request was made (None for stats): a release still knows, once the
+    # pool has forgotten the episode, which worker generation holds its env.
+    placement: Placement | None = None
 
 
 _STOP = object()
@@ -212,23 +244,23 @@ class _Worker:
             self._fail()
         live = []
         for request in batch:
-            placement = pool._placements.get(request.episode_id)
-            if request.op == "reset":
-                if placement is not None:
-                    placement.generation = self.generation
+            placement = request.placement
+            if request.op == "stats":
+                if self.process is None:  # nothing started here: nothing to measure
+                    request.future.set_result(None)
+                else:
+                    live.append(request)
+            elif request.op == "reset":
+                placement.generation = self.generation
                 live.append(request)
-            elif placement is None or placement.generation != self.generation:
-                if request.op != "release":
-                    why = (
-                        "was never reset"
-                        if placement is None or placement.generation < 0
-                        else "lost its worker"
-                    )
+            elif placement.generation != self.generation:
+                if request.op == "release":  # its env died with an earlier worker: nothing to close
+                    request.future.set_result(None)
+                else:
+                    why = "was never reset" if placement.generation < 0 else "lost its worker"
                     request.future.set_result(
                         aborted(request.op, f"episode {request.episode_id} {why}", worker=self.index)
                     )
-                else:
-                    request.future.set_result(None)
             else:
                 live.append(request)
         if not live:
@@ -333,14 +365,13 @@ class ProcessEnvPool:
         return self._submit("step", placement, episode_id, action, self.step_timeout_s)
 
     def release(self, episode_id: int) -> None:
+        """Forgets the episode here and closes its env in its worker (queued behind its last call)."""
         with self._lock:
             placement = self._placements.pop(episode_id, None)
             if placement is None or self._closed:
                 return
             self._workers[placement.worker].episodes -= 1
-        self._workers[placement.worker].queue.put(
-            _Request("release", episode_id, None, concurrent.futures.Future(), self.step_timeout_s)
-        )
+        self._submit("release", placement, episode_id, None, self.step_timeout_s)
 
     def close(self) -> None:
         """Stop every worker (gracefully, then by killing its process group) and wait for them."""
@@ -360,8 +391,34 @@ class ProcessEnvPool:
 
     def _submit(self, op: str, placement: Placement, episode_id: int, arg: Any, timeout_s: float):
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._workers[placement.worker].queue.put(_Request(op, episode_id, arg, future, timeout_s))
+        request = _Request(op, episode_id, arg, future, timeout_s, placement)
+        self._workers[placement.worker].queue.put(request)
         return future
+
+    def worker_stats(self, timeout_s: float = 30.0) -> list[dict[str, int] | None]:
+        """Each worker's own view, measured after the requests queued before this call: live envs, open
+        fds, resident KiB, scratch-directory entries, failed env cleanups (None: not started, or no answer
+        in time). For leak tests and monitoring."""
+        with self._lock:
+            self._check_open()
+            futures = []
+            for worker in self._workers:
+                futures.append(concurrent.futures.Future())
+                worker.queue.put(_Request("stats", -1, None, futures[-1], timeout_s))
+        out = []
+        for future in futures:
+            try:
+                result = future.result(timeout_s)
+            except concurrent.futures.TimeoutError:
+                result = None
+            out.append(result if isinstance(result, dict) else None)
+        return out
+
+    def stats(self) -> dict[str, float]:
+        """Health counters for the trainer's metrics (no IPC)."""
+        with self._lock:
+            live = len(self._placements)
+        return {"restarts": float(self.restarts), "live_episodes": float(live)}
 
     def worker_pids(self) -> list[int]:
         """Pids of the live worker processes (for tests and monitoring)."""

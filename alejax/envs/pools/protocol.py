@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
+import traceback
 from typing import Any, Callable, Protocol
 
 from alejax.envs.base import Env, ResetResult, StepResult, make
@@ -25,6 +26,9 @@ class EnvPool(Protocol):
     def release(self, episode_id: int) -> None: ...
 
     def close(self) -> None: ...
+
+    # Optional: `stats() -> dict[str, float]`, the pool's health counters (restarts, abandoned threads, ...),
+    # which the RL pipeline logs each step.
 
 
 def aborted_result(error: str) -> StepResult:
@@ -52,10 +56,28 @@ def make_env(spec: EnvSpec, kwargs: dict) -> Env:
     return make(spec, **kwargs) if isinstance(spec, str) else spec(**kwargs)
 
 
-def close_env(env: Any) -> None:
+def close_env(env: Any) -> str | None:
+    """Closes `env` (if it has a `close`); never raises: a failure comes back as its traceback's text, so a
+    broken cleanup costs a count in the pool's stats, not an exception in the scheduler's `release`."""
     close = getattr(env, "close", None)
-    if close is not None:
+    if close is None:
+        return None
+    try:
         close()
+    except Exception:  # noqa: BLE001 - see the docstring
+        return traceback.format_exc(limit=3)
+    return None
+
+
+def pool_stats(pool: Any) -> dict[str, float]:
+    """The pool's health counters (`stats()`), or {} for a pool without them; never raises."""
+    stats = getattr(pool, "stats", None)
+    if stats is None:
+        return {}
+    try:
+        return {k: float(v) for k, v in stats().items()}
+    except Exception:  # noqa: BLE001 - monitoring must not break a step
+        return {}
 
 
 @dataclasses.dataclass

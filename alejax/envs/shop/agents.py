@@ -6,16 +6,19 @@ is privileged (it reads `env.task`), but it finds product ids by reading the pag
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from alejax.envs.shop import actions, scoring
-from alejax.envs.shop.actions import BACK, BUY, NEXT, PREV, parse_observation
+from alejax.envs.shop.actions import BACK, BUY, NEXT, PREV, SEP, parse_observation
 
 
-def user_request(parts: list[str]) -> str:
-    """The instruction (single-turn) or the shopper's line (multi-turn) on a page."""
+def user_request(observation: str) -> str:
+    """The instruction (single-turn) or the shopper's line (multi-turn) in an observation of either view."""
+    parts = [p.strip() for p in re.split(re.escape(SEP) + "|\n", observation)]
     for marker in ("Instruction:", "Shopper:"):
-        if marker in parts:
+        if marker in parts[:-1]:
             return parts[parts.index(marker) + 1]
     return ""
 
@@ -36,13 +39,13 @@ class ExpertAgent:
         words = [leaf.name] if leaf is not None else [task.type_nouns[0]]
         words += [a for a in task.attributes if a not in words[0]]
         self.queries = [" ".join(words), self.target_title]
-        families = []
-        for slot in task.slots:
-            if slot.family not in families:
-                families.append(slot.family)
-        self.questions = [f"请问您对{f}有什么要求？" for f in families] if env.scenario.multi_turn else []
-        if env.scenario.multi_turn:
-            self.questions.append("还有其他要求吗？")
+        # One question per family the shopper can recognise; a generic one for each slot it cannot name
+        # (a released attribute of family 其他), and a last "anything else?".
+        families = list(dict.fromkeys(s.family for s in task.slots if s.family != "其他"))
+        generic = 1 + sum(s.family == "其他" for s in task.slots)
+        self.questions = [f"请问您对{f}有什么要求？" for f in families] + ["还有其他要求吗？"] * generic
+        if not env.scenario.multi_turn:
+            self.questions = []
         self.options = dict(task.options)
         self.checked = False
         self.proposed = False
@@ -50,9 +53,10 @@ class ExpertAgent:
     def meets_goal(self, index: int) -> bool:
         """Buying product `index` with the goal's options would be a full success."""
         product = self.world.product(index)
-        offered = {v for values in product.options.values() for v, _ in values}
-        if not set(self.env.task.options.values()) <= offered:
-            return False
+        for axis, value in self.env.task.options.items():
+            pool = product.options[axis] if axis in product.options else sum(product.options.values(), [])
+            if value not in (v for v, _ in pool):
+                return False
         return bool(scoring.score_purchase(product, dict(self.env.task.options), self.env.task).success)
 
     def act(self, observation: str) -> str:
@@ -67,8 +71,9 @@ class ExpertAgent:
             offered = set(clickables)
             for axis, value in list(self.options.items()):
                 self.options.pop(axis)
-                if value in offered:
-                    return actions.click(value)
+                label = self.env.option_label(axis, value)
+                if label in offered:
+                    return actions.click(label)
             if not self.checked and self.check_details:
                 self.checked = True
                 return actions.click("features")
@@ -96,7 +101,8 @@ class _SearchesTheRequest:
 
     def reset(self, env, observation: str) -> None:
         self.env = env
-        self.request = user_request(parse_observation(env.standard_observation())[0]) or "商品"
+        # The first observation: the standard re-render of a page carries no shopper line.
+        self.request = user_request(observation) or user_request(env.standard_observation()) or "商品"
 
     def act(self, observation: str) -> str:
         _, search, clickables = parse_observation(self.env.standard_observation())
@@ -128,9 +134,10 @@ class FirstResultAgent(_SearchesTheRequest):
 AGENTS = {"expert": ExpertAgent, "random": RandomAgent, "first_result": FirstResultAgent}
 
 
-def run_episode(env, agent, seed: int) -> dict:
-    """One episode of the ShopEnv `env`; returns the score fields, tags, task id, actions and observations."""
-    observation, _ = env.reset(seed)
+def run_episode(env, agent, seed: int, task: int | None = None) -> dict:
+    """One episode of the ShopEnv `env` (on product `task`'s task, else the one `seed` draws); returns the
+    score fields, tags, task id, actions and observations."""
+    observation, _ = env.reset(seed, task=task)
     agent.reset(env, observation)
     observations, taken = [observation], []
     info: dict = {}

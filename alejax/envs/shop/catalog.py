@@ -7,21 +7,25 @@ instructions and the shopper prefer a synonym, so copying instruction words into
 
 from __future__ import annotations
 
+import re
+
 # Slot families: the keyword lexicon a question must hit to make the shopper reveal a slot of that family.
 FAMILY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "预算": ("预算", "价格", "价位", "多少钱", "价钱"),
     "颜色": ("颜色", "配色", "色系"),
     "尺寸": ("尺寸", "尺码", "大小", "码数"),
-    "规格": ("规格", "型号", "容量", "版本"),
-    "材质": ("材质", "面料", "材料", "成分"),
+    "规格": ("规格", "型号", "容量", "版本", "包装"),
+    "材质": ("材质", "面料", "材料", "成分", "质地"),
     "品牌": ("品牌", "牌子"),
-    "功能": ("功能", "用途", "效果", "作用"),
+    "功能": ("功能", "用途", "效果", "作用", "功效"),
     "风格": ("风格", "设计感", "调性"),
-    "人群": ("人群", "给谁用", "适合谁", "年龄"),
+    "人群": ("人群", "给谁用", "适合谁", "年龄", "阶段"),
     "口味": ("口味", "味道"),
     "款式": ("款式", "样式", "类型", "哪种"),
     "系列": ("系列", "档次"),
     "产地": ("产地", "哪里产", "原产"),
+    "重量": ("重量", "多重", "分量", "克重", "净含量", "几斤"),
+    "套餐": ("套餐", "套装", "配件"),
 }
 # Generic follow-ups: each reveals one hidden slot.
 GENERIC_QUESTION_KEYWORDS = ("其他", "还有", "别的", "补充", "要求")
@@ -29,6 +33,28 @@ GENERIC_QUESTION_KEYWORDS = ("其他", "还有", "别的", "补充", "要求")
 PROPOSAL_KEYWORDS = ("下单", "购买", "买这", "就这款", "可以买", "拍下")
 
 OPTION_FAMILIES = {"颜色分类": "颜色", "尺码": "尺寸", "规格": "规格"}
+
+
+def family_of(name: str) -> str:
+    """The question family of an option axis or a feature key (颜色分类 -> 颜色, 鞋码 -> 尺寸, 净含量 -> 重量):
+    the generated axes' own family, else the first family whose keyword the name contains, else the name
+    itself (the shopper then recognises a question that names it)."""
+    name = name.strip()
+    if name in OPTION_FAMILIES:
+        return OPTION_FAMILIES[name]
+    if name in FAMILY_KEYWORDS:
+        return name
+    for family, words in FAMILY_KEYWORDS.items():
+        if any(w in name for w in words):
+            return family
+    for family, hints in _NAME_HINTS.items():
+        if any(h in name for h in hints):
+            return family
+    return name
+
+
+# Axis / key names that carry no lexicon keyword but plainly belong to a family.
+_NAME_HINTS = {"颜色": ("色", "配色"), "尺寸": ("码", "寸"), "口味": ("味",)}
 
 SERIES = (
     "经典款|经典版",
@@ -229,6 +255,18 @@ DOMAINS: list[dict] = [
         "options": {"规格": ("400ml|四百毫升", "750ml|七百五十毫升", "1L|一升")},
     },
 ]
+
+
+def mentions(text: str, form: str) -> bool:
+    """Whether `text` names `form`: a substring, except that a Latin/digit form (M, XL, 3L, A5) must stand
+    as its own token (M is not named by MPV, 1.5m by 11.5m)."""
+    if not form:
+        return False
+    if re.fullmatch(r"[0-9A-Za-z.\-+/ ]+", form):
+        return (
+            re.search(rf"(?<![0-9A-Za-z.]){re.escape(form)}(?![0-9A-Za-z])", text, re.IGNORECASE) is not None
+        )
+    return form in text
 
 
 def canonical(value: str) -> str:

@@ -2,6 +2,7 @@
 
 python -m alejax.envs.shop.evaluate --episodes 200            # tiny world, eval split
 python -m alejax.envs.shop.evaluate --episodes 200 --write docs/shop.md
+python -m alejax.envs.shop.evaluate --data shop.jsonl --split all --episodes 0   # released records, each task once
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from alejax.envs.shop.pages import SCENARIOS, ShopEnv
 
 
 def evaluate(agent: str, scenario: str, episodes: int, world_seed: int = 0, n_products: int = 500,
-             split: str = "eval") -> dict:  # fmt: skip
-    env = ShopEnv(scenario, world_seed=world_seed, n_products=n_products, split=split)
-    results = [run_episode(env, AGENTS[agent](), seed) for seed in range(episodes)]
+             split: str = "eval", data_path: str | None = None, unparsed_budget: str = "exclude") -> dict:  # fmt: skip
+    """Aggregate scores of `agent` over `episodes` seeds, or (episodes=0) over every task of the split once."""
+    env = ShopEnv(scenario, world_seed=world_seed, n_products=n_products, split=split, data_path=data_path,
+                  unparsed_budget=unparsed_budget)  # fmt: skip
+    if episodes > 0:
+        results = [run_episode(env, AGENTS[agent](), seed) for seed in range(episodes)]
+    else:
+        results = [run_episode(env, AGENTS[agent](), k, task=int(i)) for k, i in enumerate(env._pool)]
     return aggregate(results)
 
 
-def table(episodes: int, world_seed: int = 0, n_products: int = 500, split: str = "eval") -> str:
+def table(episodes: int, world_seed: int = 0, n_products: int = 500, split: str = "eval",
+          data_path: str | None = None, unparsed_budget: str = "exclude") -> str:  # fmt: skip
     def cell(m):
         mean, low, high = m
         return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
@@ -32,29 +39,38 @@ def table(episodes: int, world_seed: int = 0, n_products: int = 500, split: str 
     ]
     for scenario in SCENARIOS:
         for agent in AGENTS:
-            a = evaluate(agent, scenario, episodes, world_seed, n_products, split)
+            a = evaluate(agent, scenario, episodes, world_seed, n_products, split, data_path, unparsed_budget)
             tags = a["tags"]
             rows.append(
                 f"| {scenario} | {agent} | {cell(a['success'])} | {cell(a['strict'])} | {cell(a['loose'])} | "
                 f"{cell(a['right'])} | {100 * tags.get('bought_without_checking_details', 0):.0f} | "
                 f"{100 * tags.get('bought_after_refusal', 0):.0f} |"
             )
-    head = (
-        f"{episodes} episodes per cell (episode seeds 0..{episodes - 1}), world seed {world_seed}, "
-        f"{n_products} products, {split} split; 95% bootstrap intervals in brackets."
+    runs = (
+        f"{episodes} episodes per cell (episode seeds 0..{episodes - 1})"
+        if episodes > 0
+        else "each task once"
     )
+    source = (
+        f"records {data_path} ({unparsed_budget})"
+        if data_path
+        else f"world seed {world_seed}, {n_products} products"
+    )
+    head = f"{runs}, {source}, {split} split; 95% bootstrap intervals in brackets."
     return head + "\n\n" + "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--episodes", type=int, default=200, help="0: every task of the split once")
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--products", type=int, default=500)
     parser.add_argument("--split", default="eval")
+    parser.add_argument("--data", default=None, help="released-schema JSONL instead of a generated world")
+    parser.add_argument("--unparsed-budget", default="exclude", help="exclude | no_price_term | error")
     parser.add_argument("--write", default=None, help="also write the table into this markdown file")
     args = parser.parse_args()
-    text = table(args.episodes, args.world_seed, args.products, args.split)
+    text = table(args.episodes, args.world_seed, args.products, args.split, args.data, args.unparsed_budget)
     print(text)
     if args.write:
         os.makedirs(os.path.dirname(args.write) or ".", exist_ok=True)

@@ -1,32 +1,24 @@
-"""Aggregate metrics over episodes: means with bootstrap confidence intervals, and pass^k over repeats."""
+"""Aggregate metrics over episodes: means with bootstrap confidence intervals, pass^k over repeats, and the
+paper's failure analysis (each failure tag's share of the wrong purchases)."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 
+from alejax.envs.shop import scoring
+from alejax.stats import bootstrap_ci, pass_hat_k
+
 METRICS = ("success", "strict", "loose", "right")
-
-
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0):
-    """(mean, low, high): percentile bootstrap of the mean."""
-    x = np.asarray(values, np.float64)
-    if x.size == 0:
-        return 0.0, 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, (n_boot, x.size))].mean(1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(x.mean()), float(low), float(high)
-
-
-def pass_hat_k(n: int, c: int, k: int) -> float:
-    """tau-bench's pass^k for one task: the chance that k trials drawn from n (c successful) all succeed."""
-    if k > n:
-        raise ValueError(f"k={k} > n={n} trials")
-    return math.comb(c, k) / math.comb(n, k)
+# The failure modes ShopSimulator reports, as shares of the wrong purchases (docs/shop.md defines each tag).
+FAILURE_TAGS = (
+    scoring.NO_DETAILS,
+    scoring.AFTER_REFUSAL,
+    scoring.PERSONA_UNDER_USE,
+    scoring.PERSONA_OVER_READING,
+)
 
 
 def pass_hat_k_mean(trials: dict, k: int) -> float:
@@ -53,4 +45,21 @@ def aggregate(episodes: Sequence[dict], seed: int = 0) -> dict:
             k: pass_hat_k_mean({t: v[:n] for t, v in trials.items()}, k) for k in range(1, n + 1)
         }
     out["episodes"] = len(episodes)
+    return out
+
+
+def failure_rates(infos: Sequence[dict]) -> dict[str, float]:
+    """The failure analysis of a set of episodes from their final infos (ShopEnv's last `info`, or a rollout
+    trajectory's merged info): how many bought, how many bought wrongly (bought, not a full success), and
+    each of FAILURE_TAGS as a share of the wrong purchases (0 when there were none). An episode that never
+    reached its end in the env (a rollout's turn or context limit) has no `bought` and counts as no purchase."""
+    bought = [i for i in infos if i.get("bought")]
+    wrong = [i for i in bought if not i.get("success")]
+    out = {
+        "episodes": float(len(infos)),
+        "purchases": float(len(bought)),
+        "wrong_purchases": float(len(wrong)),
+    }
+    for tag in FAILURE_TAGS:
+        out[tag] = float(np.mean([tag in i.get("tags", ()) for i in wrong])) if wrong else 0.0
     return out

@@ -5,6 +5,9 @@ sub-pages) -> `buy now`, which ends the episode and scores it. An observation is
 ` [SEP] `, then whether the search bar is shown, then the clickables. Product ids on pages are drawn afresh
 per episode (from the episode seed), so a policy has to copy them from the page rather than memorize them.
 The goal (target id, hidden slots, reason_key) lives in `env.task` and is never rendered.
+
+The world is generated (`world_seed`, `n_products`) or read from released-schema JSONL (`data_path`, see
+`loader.py`): `make("shop/multi_persona", data_path="shop.jsonl")` serves any of the four scenarios on it.
 """
 
 from __future__ import annotations
@@ -12,21 +15,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import Counter
 
 import numpy as np
 
-from alejax.envs.shop import scoring
+from alejax.envs.shop import persona, scoring
 from alejax.envs.shop.actions import BACK, BUY, NEXT, PREV, SEP, SUBPAGES, parse_action
+from alejax.envs.shop.loader import UNPARSED_BUDGET, get_loaded_world
 from alejax.envs.shop.search import PAGE_SIZE, TOP_K, SearchIndex, get_index
-from alejax.envs.shop.shopper import RuleShopper, Shopper
-from alejax.envs.shop.world import Task, get_world
+from alejax.envs.shop.shopper import LLMShopper, RuleShopper, Shopper
+from alejax.envs.shop.world import Product, Task, get_world
 
 LOOP_REPEATS = 3
 REWARDS = ("loose", "strict", "success")
 VIEWS = ("standard", "compact")
+SHOPPERS = ("rule", "llm")
+CONTROLS = {BACK, NEXT, PREV, BUY, *SUBPAGES}
 # Product splits. "sft" and "rl" divide "train" (RL_FRACTION of its products go to "rl"), so an RL stage can
-# train on products its SFT stage never saw; "eval" is held out from all three.
-SPLITS = ("train", "eval", "sft", "rl")
+# train on products its SFT stage never saw; "eval" is held out from all three; "all" is every product (to
+# evaluate a file of released records as a whole).
+SPLITS = ("train", "eval", "sft", "rl", "all")
 RL_FRACTION = 0.25
 RL_SPLIT_SEED = 20251130
 
@@ -70,11 +78,50 @@ ASK_TOOL = {
 _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
+def price_text(product: Product, selected: dict[str, str] | None = None) -> str:
+    """`¥59`, or the listed range `¥59 to ¥79` while the options that set a ranged product's price are open."""
+    selected = selected or {}
+    if product.price_max is not None and not (
+        product.price_axes() and set(product.price_axes()) <= set(selected)
+    ):
+        return f"¥{product.price:g} to ¥{product.price_max:g}"
+    return f"¥{product.price_with(selected):g}"
+
+
+def option_labels(product: Product) -> dict[str, tuple[str, str]]:
+    """Clickable label -> (axis, value) of a product's option values: the value itself, or `axis=value`
+    where the value is on two axes (or reads like a button), so every click selects on the right axis."""
+    counts = Counter(v for values in product.options.values() for v, _ in values)
+    controls = {c.lower() for c in CONTROLS}
+    labels = {}
+    for axis, values in product.options.items():
+        for v, _ in values:
+            clash = counts[v] > 1 or v.lower() in controls
+            labels[f"{axis}={v}" if clash else v] = (axis, v)
+    return labels
+
+
+def _shopper_policy(spec):
+    """The chat policy an LLM shopper runs on: a Policy as given, or a model spec `model_policy` loads."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, str) and spec:
+        from alejax.agent.policy import model_policy  # jax and the model load only when asked for
+
+        return model_policy(spec)
+    raise ValueError(
+        "shopper='llm' needs shopper_policy: a Policy (messages -> text) or a model spec for "
+        f"alejax.agent.policy.model_policy (a model directory, a .gguf file, 'smollm2'); got {spec!r}"
+    )
+
+
 def split_pool(world, split: str) -> np.ndarray:
     """The product indices of `split` (one of SPLITS). "sft"/"rl" are a fixed division of "train", drawn
     per product index from its own stream (the world's generation is untouched)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    if split == "all":
+        return np.arange(world.n_products)
     if split in ("train", "eval"):
         return world.split_indices(split)
     train = world.split_indices("train")
@@ -83,7 +130,12 @@ def split_pool(world, split: str) -> np.ndarray:
 
 
 class ShopEnv:
-    """A ShopSimulator episode. `make("shop/single", world_seed=0, n_products=500, split="train")`."""
+    """A ShopSimulator episode. `make("shop/single", world_seed=0, n_products=500, split="train")`, or on
+    released-schema records `make("shop/multi", data_path="shop.jsonl")`.
+
+    `shopper`: "rule" (RuleShopper) or "llm" (LLMShopper on `shopper_policy`: a Policy, messages -> text,
+    or a model spec for `alejax.agent.policy.model_policy`). `unparsed_budget`: what a released task whose
+    instruction states no budget does (see loader.py)."""
 
     def __init__(
         self,
@@ -98,12 +150,31 @@ class ShopEnv:
         top_k: int = TOP_K,
         reward: str = "loose",
         view: str = "standard",
+        data_path: str | None = None,
+        unparsed_budget: str = "exclude",
+        shopper: str = "rule",
+        shopper_policy=None,
     ):
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario={scenario!r}: expected one of {', '.join(SCENARIOS)}")
         self.scenario_name = scenario
         self.scenario = SCENARIOS[scenario]
+        if data_path and world is not None:
+            raise ValueError("give either world or data_path, not both")
+        if unparsed_budget not in UNPARSED_BUDGET:
+            raise ValueError(
+                f"unparsed_budget={unparsed_budget!r}: expected one of {', '.join(UNPARSED_BUDGET)}"
+            )
+        if data_path:
+            world = get_loaded_world(data_path, unparsed_budget)
         self.world = world if world is not None else get_world(world_seed, n_products)
         self.index: SearchIndex = get_index(self.world)
         self.split = split
+        if shopper not in SHOPPERS:
+            raise ValueError(f"shopper={shopper!r}: expected one of {', '.join(SHOPPERS)}")
+        if shopper_factory is None and shopper == "llm":
+            policy = _shopper_policy(shopper_policy)
+            shopper_factory = lambda task, persona: LLMShopper(task, policy, persona)  # noqa: E731
         self.shopper_factory = shopper_factory or (lambda task, persona: RuleShopper(task, persona))
         self.max_steps = max_steps or self.scenario.max_steps
         # Shorter result pages / lists make shorter episodes (the tiny-policy quickstart uses 5 of 20).
@@ -120,12 +191,29 @@ class ShopEnv:
         self.system_prompt = SYSTEM_PROMPT.format(ask=ASK_LINE if self.scenario.multi_turn else "")
         self.tools = TOOLS + ([ASK_TOOL] if self.scenario.multi_turn else [])
         self._pool = split_pool(self.world, split)
+        # Released records: only the tasks the loader serves, and in persona scenarios only persona tasks.
+        if hasattr(self.world, "has_persona"):
+            self._pool = np.array([i for i in self._pool if self._serves(int(i))], np.int64)
+            if not len(self._pool):
+                raise ValueError(
+                    f"no {'persona ' if self.scenario.persona else ''}task to serve in split {split!r} of "
+                    f"{self.world.report.source}\n{self.world.report.summary()}"
+                )
         self.task: Task | None = None  # privileged: for scoring and scripted agents, never rendered
 
+    def _serves(self, i: int) -> bool:
+        return self.world.task(i) is not None and (not self.scenario.persona or self.world.has_persona(i))
+
     # ---- episode --------------------------------------------------------------------------------
-    def reset(self, seed: int) -> tuple[str, dict]:
+    def reset(self, seed: int, task: int | None = None) -> tuple[str, dict]:
+        """A new episode: the task is drawn from the split by `seed`, or is product `task`'s own."""
         self.seed = int(seed)
-        self.task = self._pick_task(self.seed)
+        if task is None:
+            self.task = self._pick_task(self.seed)
+        else:
+            if not 0 <= int(task) < self.world.n_products or self.world.task(int(task)) is None:
+                raise ValueError(f"product {task} has no task to serve (world of {self.world.n_products})")
+            self.task = self.world.task(int(task))
         self.shopper: Shopper | None = (
             self.shopper_factory(self.task, self.scenario.persona) if self.scenario.multi_turn else None
         )
@@ -149,7 +237,7 @@ class ShopEnv:
         if self.scenario.multi_turn:
             parts += ["Shopper:", self.shopper.opening()]
         if self.scenario.persona:
-            parts += ["Persona:", json.dumps(self.task.persona, ensure_ascii=False)]
+            parts += ["Persona:", json.dumps(persona.visible(self.task.persona), ensure_ascii=False)]
         return self._observation(parts), {"scenario": self.scenario_name, "split": self.split, "step": 0}
 
     def _pick_task(self, seed: int) -> Task:
@@ -265,10 +353,8 @@ class ShopEnv:
         elif self.page == "results":
             self.page, self.item, self.selected = "item", self._by_id[value], {}
         else:  # an option value on the item page
-            product = self.world.product(self.item)
-            for axis, values in product.options.items():
-                if value in (v for v, _ in values):
-                    self.selected[axis] = value
+            axis, option = option_labels(self.world.product(self.item))[value]
+            self.selected[axis] = option
 
     def _buy(self) -> tuple[float, bool]:
         product = self.world.product(self.item)
@@ -289,7 +375,22 @@ class ShopEnv:
             tags.append(scoring.NO_DETAILS)
         if bought and self.bought_after_refusal:
             tags.append(scoring.AFTER_REFUSAL)
-        info = {"tags": tags, "n_invalid": self.n_invalid, "task": int(self.task.index)}
+        if bought and self.scenario.persona and not self.score.success:
+            error = scoring.persona_error(
+                self.world.product(self.item),
+                self.selected,
+                self.task,
+                self.world.product(self.task.target),
+                persona.visible(self.task.persona),
+            )
+            tags += [error] if error else []
+        info = {
+            "tags": tags,
+            "n_invalid": self.n_invalid,
+            "task": int(self.task.index),
+            "scenario": self.scenario_name,
+            "bought": bought,
+        }
         if bought:
             info["score"] = self.score.as_dict()
         info["success"] = bool(bought and self.score.success)  # full success (R_succ), for RL metrics
@@ -324,9 +425,7 @@ class ShopEnv:
                 out.append(NEXT)
             return out + [self.display_id(i) for i in self._page_results()]
         if self.page == "item":
-            product = self.world.product(self.item)
-            values = [v for vals in product.options.values() for v, _ in vals]
-            return [BACK, PREV, *SUBPAGES, BUY, *values]
+            return [BACK, PREV, *SUBPAGES, BUY, *option_labels(self.world.product(self.item))]
         return [BACK, PREV]
 
     def page_text(self) -> list[str]:
@@ -343,13 +442,14 @@ class ShopEnv:
                 text.append("No products found")
             for i in self._page_results():
                 product = self.world.product(i)
-                text += [self.display_id(i), product.title, f"¥{product.price:g}"]
+                text += [self.display_id(i), product.title, price_text(product)]
             return text
         product = self.world.product(self.item)
         if self.page == "item":
-            text = [product.title, f"Price: ¥{product.price_with(self.selected):g}"]
+            text = [product.title, f"Price: {price_text(product, self.selected)}"]
+            labels = {option: label for label, option in option_labels(product).items()}
             for axis, values in product.options.items():
-                text.append(f"{axis}: " + " / ".join(v for v, _ in values))
+                text.append(f"{axis}: " + " / ".join(labels[axis, v] for v, _ in values))
             if self.selected:
                 text.append("Selected: " + ", ".join(f"{a}={v}" for a, v in self.selected.items()))
             return text
@@ -381,19 +481,31 @@ class ShopEnv:
                 lines.append("No products found")
             for k, i in enumerate(self._page_results(), 1):
                 product = self.world.product(i)
-                lines.append(f"[{k}] {product.title} ¥{product.price:g}")
+                lines.append(f"[{k}] {product.title} {price_text(product)}")
             return lines
         if self.page != "item":
             return self.page_text()
         product = self.world.product(self.item)
-        lines = [f"{product.title} ¥{product.price_with(self.selected):g}"]
+        lines = [f"{product.title} {price_text(product, self.selected)}"]
+        labels = {option: label for label, option in option_labels(product).items()}
         for axis, values in product.options.items():
             chosen = self.selected.get(axis)
             # Values in brackets, as the click action writes them, so both tokenize alike.
             lines.append(
-                f"{axis}={chosen}" if chosen else f"{axis}: " + " ".join(f"[{v}]" for v, _ in values)
+                f"{axis}={chosen}"
+                if chosen
+                else f"{axis}: " + " ".join(f"[{labels[axis, v]}]" for v, _ in values)
             )
         return lines
+
+    def option_label(self, axis: str, value: str) -> str | None:
+        """How option `value` of `axis` is clicked on the current item page (None: not offered there)."""
+        if self.item is None:
+            return None
+        for label, option in option_labels(self.world.product(self.item)).items():
+            if option == (axis, value):
+                return label
+        return None
 
     def click_label(self, display_id: str) -> str:
         """How a result is clicked in this view: its id (standard) or its position on the page (compact:

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from alejax.envs.shop import catalog
+from alejax.envs.shop.budget import Budget
 from alejax.envs.shop.catalog import canonical, surface_forms
 
 EVAL_FRACTION = 0.1
@@ -64,12 +65,19 @@ class Product:
     options: dict[str, list[tuple[str, float]]]  # axis -> [(value, price delta)]
     reviews: list[str]
     split: str = "train"
+    price_max: float | None = None  # a released `[min, max]` pricing's max (price is then the min)
 
     def price_with(self, selected: dict[str, str]) -> float:
+        """The price with `selected` ({axis: value}); the deltas of several priced axes add, up to the
+        listed max (a shop never charges above its own range)."""
         price = self.price
         for axis, value in selected.items():
             price += dict(self.options.get(axis, [])).get(value, 0.0)
-        return price
+        return min(price, self.price_max) if self.price_max is not None else price
+
+    def price_axes(self) -> list[str]:
+        """The option axes whose choice changes the price."""
+        return [axis for axis, values in self.options.items() if len({d for _, d in values}) > 1]
 
 
 @dataclasses.dataclass
@@ -81,6 +89,7 @@ class Slot:
     value: str  # canonical value (the budget as a number string)
     phrase: str  # how the shopper says it
     forms: tuple[str, ...] = ()  # every surface form of the value (canonical first)
+    axis: str = ""  # an option slot's axis (颜色分类, 尺码 ...)
 
 
 @dataclasses.dataclass
@@ -90,7 +99,7 @@ class Task:
     asin: str
     attributes: list[str]  # U_att, canonical
     options: dict[str, str]  # U_opt: axis -> canonical value
-    price_upper: float
+    price_upper: float | None  # None: a released task whose instruction states no budget (no price term)
     instruction: str  # single-turn, everything said
     instruction_persona: str  # one clue removed (it lives in the persona)
     opening: str  # the shopper's vague first line (type only)
@@ -101,6 +110,7 @@ class Task:
     split: str
     type_nouns: tuple[str, ...] = ()
     category: tuple[str, ...] = ()
+    budget: Budget | None = None  # a released task's budget as parsed from its instruction
 
 
 def _leaf_order(seed: int) -> list[tuple[int, int, int, int]]:
@@ -509,7 +519,7 @@ def make_task(world: World, i: int) -> Task | None:
         family = catalog.OPTION_FAMILIES[axis]
         options[axis] = canonical(vals[v])
         phrase = _phrase(_OPT_TEMPLATES, family, vals[v], rng)
-        slots.append(Slot("opt", family, canonical(vals[v]), phrase, tuple(surface_forms(vals[v]))))
+        slots.append(Slot("opt", family, canonical(vals[v]), phrase, tuple(surface_forms(vals[v])), axis))
     # The budget is a function of (task, seed): some headroom above the target's price.
     price = product.price_with(options)
     price_upper = float(math.ceil(price * (1.05 + 0.4 * rng.random()) / 10.0) * 10)

@@ -1,8 +1,9 @@
 """Terminal environment (Terminal-Bench style): shell tool calls in a sandbox, reward = the task's tests.
 
 `make("terminal/all")` samples a task from the seed; `make("terminal/<task>")` fixes one. The agent has
-two tools: `bash` (run a command in its private working directory) and `submit` (end the episode). After
-the episode (submit or turn cap) the task's test script runs in the same sandbox: reward 1 iff it passes.
+two tools: `bash` (run a command in the episode's persistent shell: `cd`, variables and background jobs
+carry over) and `submit` (end the episode). After the episode (submit or turn cap) the task's test script
+runs in the same sandbox: reward 1 iff it passes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import random
 
 from alejax.envs.base import register
 from alejax.envs.terminal.sandbox import Limits, RunResult, Sandbox, capabilities
+from alejax.envs.terminal.shell import Shell
 from alejax.envs.terminal.tasks import TASKS, Task, add_task, load_task_dir
 from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
@@ -18,6 +20,7 @@ __all__ = [
     "Limits",
     "RunResult",
     "Sandbox",
+    "Shell",
     "TASKS",
     "Task",
     "TerminalEnv",
@@ -60,6 +63,7 @@ class TerminalEnv:
         self.limits, self.base_dir, self.max_turns_override = limits or Limits(), base_dir, max_turns
         self.task: Task | None = None
         self.sandbox: Sandbox | None = None
+        self.shell: Shell | None = None
         self.t = 0
         self.done = True
 
@@ -76,6 +80,7 @@ class TerminalEnv:
         setup = self.sandbox.run(task.setup) if task.setup.strip() else RunResult(0, "", False)
         if setup.exit_code != 0:
             raise RuntimeError(f"setup of task {task.name!r} failed ({setup.exit_code}): {setup.output}")
+        self.shell = Shell(self.sandbox)
         info = {"task": task.name, "sandbox": capabilities()["mode"]}
         return f"Task: {task.instruction}", info
 
@@ -105,8 +110,10 @@ class TerminalEnv:
         call = parsed.calls[0]
         if call.name == "submit":
             return self._finish(False, "Submitted.")
-        result = self.sandbox.run(call.arguments["command"])
+        result = self.shell.run(call.arguments["command"])
         status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+        if result.note:
+            status += f"; {result.note}"
         observation = (
             f"{result.output}[{status}]"
             if result.output.endswith("\n") or not result.output
@@ -122,6 +129,9 @@ class TerminalEnv:
         return lambda messages: actions[min(sum(m["role"] == "assistant" for m in messages), 1)]
 
     def close(self) -> None:
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
         if self.sandbox is not None:
             self.sandbox.close()
             self.sandbox = None
