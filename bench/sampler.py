@@ -8,12 +8,17 @@ Baselines, on the same weights:
   (b) Hugging Face `generate` (torch CPU, KV cache) on the weights exported with `save_pretrained`
   (c) the memory-bandwidth floor at batch 1: parameter bytes per token / the bandwidth of a large copy
       or read, whichever is faster
-Then a multi-turn run against an env with 5-50 ms latency reports slot utilization, and a long-cache run
+Then a multi-turn run against an env with 5-50 ms latency reports slot and decode-row utilization and
+episodes/s with 8 episodes on 8 decode rows (today's layout) and with a KV pool of 16 episodes in flight on
+the same 8 decode rows (`kv_pool_*`, same run); a long-cache run
 (max_length 4096, ~300-token sequences) compares attention over the whole preallocated cache with the
 length-bucketed cache views (before / after, same weights, same run) and shows decode speed against the used
 length and against max_length. The last line is one JSON object with the figures.
 
   python bench/sampler.py --sections=long_cache      # only the long-cache rows (~2 min on 2 cores)
+
+`--sections=chunked`: multi-turn episodes where one observation in four is ~1500 tokens; each turn's time to
+first token (p50 / p95) with whole-context prefill vs 128-token chunks interleaved with decode.
 
 A batch-1 row compares the sampler's time per token with a bare decode step (the model in a while loop +
 argmax) on a tiny Qwen2: `b1_step_overhead_ratio`.
@@ -303,7 +308,9 @@ def prefix_sharing(group: int = 8, repeats: int = 3) -> dict:
     }
 
 
-def slot_utilization(n_slots: int = 8, episodes: int = 64) -> dict:
+def slot_utilization(n_slots: int = 8, episodes: int = 64, decode_rows: int | None = None) -> dict:
+    """A multi-turn collect with env latencies of 5-50 ms: `n_slots` episodes in flight, `decode_rows` of
+    them decoding at once (None: all)."""
     tokenizer = train_bpe(generate_corpus(400, seed=0), vocab_size=512)
     config = SIZES["5m"].replace(vocab_size=tokenizer.vocab_size)
 
@@ -321,7 +328,13 @@ def slot_utilization(n_slots: int = 8, episodes: int = 64) -> dict:
             return f"observation {self.turn}", 1.0, self.turn >= 3, False, {}
 
     sampler = Sampler(
-        create_model(config), n_slots, 1024, SamplingConfig(1.0), stop_ids=[tokenizer.eos_id], segment=16
+        create_model(config),
+        n_slots,
+        1024,
+        SamplingConfig(1.0),
+        stop_ids=[tokenizer.eos_id],
+        segment=16,
+        decode_rows=decode_rows,
     )
     pool = ThreadEnvPool(LatencyEnv, max_concurrency=n_slots)
     scheduler = RolloutScheduler(
@@ -337,12 +350,69 @@ def slot_utilization(n_slots: int = 8, episodes: int = 64) -> dict:
     return stats.as_dict()
 
 
+def chunked_prefill(n_slots: int = 8, episodes: int = 24, chunk: int = 128) -> dict:
+    """Multi-turn episodes where one observation in four is long (~1500 tokens): time to first token per
+    turn (p50 / p95) with each row's pending context prefilled at once vs in `chunk`-token pieces with decode
+    segments of the other rows in between, same run."""
+    tokenizer = train_bpe(generate_corpus(400, seed=0), vocab_size=512)
+    config = SIZES["5m"].replace(vocab_size=tokenizer.vocab_size)
+    filler = " ".join(f"row {k} value {k * 7 % 13}" for k in range(300))
+
+    class LongObservationEnv:
+        tools: list = []
+        system_prompt = "Read the table and answer."
+
+        def reset(self, seed):
+            self.rng, self.turn = random.Random(seed), 0
+            return f"task {seed}", {}
+
+        def step(self, action):
+            time.sleep(self.rng.uniform(0.005, 0.05))
+            self.turn += 1
+            long = self.rng.random() < 0.25
+            return (filler if long else f"observation {self.turn}"), 1.0, self.turn >= 4, False, {}
+
+    model = create_model(config)
+    out = {}
+    for name, size in (("whole", None), ("chunked", chunk)):
+        sampler = Sampler(model, n_slots, 4096, SamplingConfig(1.0), stop_ids=[tokenizer.eos_id], segment=16)
+        pool = ThreadEnvPool(LongObservationEnv, max_concurrency=n_slots)
+        rollout = RolloutConfig(
+            max_turns=4, max_new_tokens_per_turn=24, prefill_chunk=size, share_prefixes=False
+        )
+        requests = [EpisodeRequest(s) for s in range(episodes)]
+        for _ in range(2):  # the first, identical collect compiles every (rows, width, view) the second meets
+            scheduler = RolloutScheduler(
+                sampler, tokenizer, pool, system_prompt=LongObservationEnv.system_prompt, config=rollout
+            )
+            _, stats = scheduler.collect(requests)
+        pool.close()
+        out[name] = stats
+        print(
+            f"prefill {name:7s} ({'whole context' if size is None else f'{size}-token chunks'}): time to first"
+            f" token p50 {1e3 * stats.time_to_first_token_quantile(0.5):.0f} ms, p95"
+            f" {1e3 * stats.time_to_first_token_quantile(0.95):.0f} ms; {episodes / stats.wall_s:.2f} episodes/s",
+            flush=True,
+        )
+    whole, chunked = out["whole"], out["chunked"]
+    return {
+        "ttft_ms_p50_whole": round(1e3 * whole.time_to_first_token_quantile(0.5), 1),
+        "ttft_ms_p95_whole": round(1e3 * whole.time_to_first_token_quantile(0.95), 1),
+        "ttft_ms_p50": round(1e3 * chunked.time_to_first_token_quantile(0.5), 1),
+        "ttft_ms_p95": round(1e3 * chunked.time_to_first_token_quantile(0.95), 1),  # chunked (the default)
+        "ttft_p95_ratio": round(
+            whole.time_to_first_token_quantile(0.5) / chunked.time_to_first_token_quantile(0.5), 2
+        ),
+        "chunked_episodes_per_s_ratio": round(whole.wall_s / chunked.wall_s, 2),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="5m,100m")
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--skip_hf", action="store_true")
-    parser.add_argument("--sections", default="decode,overhead,multi_turn,long_cache,prefix")
+    parser.add_argument("--sections", default="decode,overhead,multi_turn,long_cache,prefix,chunked")
     args = parser.parse_args()
     sections = args.sections.split(",")
     batches = [int(b) for b in args.batches.split(",")]
@@ -381,23 +451,34 @@ def main():
         summary.update(long_cache(create_model(SIZES["5m"], seed=0)))
     if "prefix" in sections:
         summary.update(prefix_sharing())
+    if "chunked" in sections:
+        summary.update(chunked_prefill())
     if "multi_turn" not in sections:
         print(json.dumps(summary))
         return
     stats = slot_utilization()
-    print(
-        f"multi-turn (8 slots, env latency 5-50 ms): slot utilization {stats['slot_utilization']:.3f} "
-        f"(while work was queued {stats['steady_slot_utilization']:.3f}), "
-        f"decode-row utilization {stats['decode_row_utilization']:.3f}, {stats['episodes']} episodes "
-        f"in {stats['wall_s']:.1f}s",
-        flush=True,
-    )
+    # The KV pool: twice the episodes in flight on the same 8 decode rows (their KV waits in its cache row).
+    pooled = slot_utilization(n_slots=16, decode_rows=8)
+    for name, s in (("8 slots = 8 decode rows", stats), ("16 in flight on 8 decode rows", pooled)):
+        print(
+            f"multi-turn ({name}, env latency 5-50 ms): slot utilization {s['slot_utilization']:.3f} "
+            f"(while work was queued {s['steady_slot_utilization']:.3f}), decode-row utilization "
+            f"{s['decode_row_utilization']:.3f}, {s['episodes']} episodes in {s['wall_s']:.1f}s "
+            f"({s['episodes'] / s['wall_s']:.1f} episodes/s)",
+            flush=True,
+        )
+    speedup = stats["wall_s"] / pooled["wall_s"]
+    print(f"KV pool: episodes/s x{speedup:.2f} at the same decode width", flush=True)
     # Occupancy over the whole run, final drain included (while work is queued a freed slot is refilled at
     # once, so the steady-state figure is ~1 by construction); decode-row utilization says how much of the
     # decode compute produced tokens, the stricter measure.
     summary["slot_utilization"] = round(stats["slot_utilization"], 3)
     summary["steady_slot_utilization"] = round(stats["steady_slot_utilization"], 3)
-    summary["decode_row_utilization"] = round(stats["decode_row_utilization"], 3)
+    summary["decode_row_utilization_before"] = round(stats["decode_row_utilization"], 3)
+    summary["decode_row_utilization"] = round(pooled["decode_row_utilization"], 3)  # with the KV pool
+    summary["episodes_per_s"] = round(stats["episodes"] / stats["wall_s"], 2)
+    summary["kv_pool_episodes_per_s"] = round(pooled["episodes"] / pooled["wall_s"], 2)
+    summary["kv_pool_speedup"] = round(speedup, 2)
     # The headline keys: the largest model measured at batch 64 / 1.
     big = "100m" if "100m" in args.sizes else args.sizes.split(",")[-1]
     for key in ("speedup_vs_hf", "speedup_vs_nocache"):

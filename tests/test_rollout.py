@@ -270,6 +270,7 @@ def _scheduler(
         SamplingConfig(1.0),
         stop_ids=[tokenizer.eos_id],
         segment=6,
+        decode_rows=rollout.get("decode_rows"),
     )
     pool = ThreadEnvPool(env, max_concurrency=8, step_timeout_s=step_timeout_s)
     config = RolloutConfig(max_turns=max_turns, max_new_tokens_per_turn=max_new, **rollout)
@@ -314,6 +315,51 @@ class LongPromptEnv(CountingEnv):
     def reset(self, seed):
         super().reset(seed)
         return f"task {seed}: " + " ".join(f"item {k}" for k in range(12)), {}
+
+
+def test_a_kv_pool_with_fewer_decode_rows_plays_the_same_episodes(tokenizer):
+    """8 episodes in flight on 3 decode rows: episodes take turns on the rows (KV kept in their cache rows
+    while they wait or queue) and every trajectory is what 8 decode rows sample (keys follow the episode and
+    position, not the row)."""
+    requests = [EpisodeRequest(task_seed=s, group_id=s) for s in range(10)]
+    runs = {}
+    for rows in (None, 3):
+        scheduler, pool = _scheduler(tokenizer, batch_size=8, decode_rows=rows)
+        runs[rows] = scheduler.collect(requests)
+        pool.close()
+        assert scheduler.sampler.decode_rows == (rows or 8)
+    (full, full_stats), (narrow, narrow_stats) = runs[None], runs[3]
+    assert narrow_stats.episodes == 10 and not narrow_stats.aborted_episodes
+    for a, b in zip(full, narrow):
+        assert a.task_seed == b.task_seed and a.tokens == b.tokens and a.n_turns == b.n_turns == 3
+        np.testing.assert_allclose(a.behaviour_logp, b.behaviour_logp, atol=1e-5)
+    # Row-steps count the 3 rows the decode computes, so a full narrow decode reads as utilization ~1.
+    assert narrow_stats.generated_tokens == full_stats.generated_tokens
+    assert narrow_stats.decode_row_steps % 3 == 0 and narrow_stats.decode_row_utilization > 0.5
+
+
+def test_chunked_prefill_interleaves_and_changes_nothing(tokenizer):
+    """Long prompts prefilled 8 tokens a call (decode segments of other rows in between) sample exactly what
+    one call per prompt samples, and each turn's time to first token is recorded."""
+    requests = [EpisodeRequest(task_seed=s, group_id=s) for s in range(6)]
+    runs = {}
+    for chunk in (None, 8):
+        scheduler, pool = _scheduler(tokenizer, env=LongPromptEnv, prefill_chunk=chunk, share_prefixes=False)
+        calls = []
+        prefill = scheduler.sampler.prefill
+        scheduler.sampler.prefill = lambda *a, calls=calls, prefill=prefill, **k: (
+            calls.append(1) or prefill(*a, **k)
+        )
+        runs[chunk] = scheduler.collect(requests), len(calls)
+        pool.close()
+    ((whole, whole_stats), whole_calls), ((chunked, chunked_stats), chunked_calls) = runs[None], runs[8]
+    assert chunked_calls > whole_calls and chunked_stats.prefill_tokens == whole_stats.prefill_tokens
+    for a, b in zip(whole, chunked):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.behaviour_logp, b.behaviour_logp, atol=1e-5)
+    assert len(chunked_stats.time_to_first_token_s) == sum(t.n_turns for t in chunked) == 18
+    summary = chunked_stats.as_dict()
+    assert 0 < summary["time_to_first_token_p50_s"] <= summary["time_to_first_token_p95_s"]
 
 
 def test_shared_prefixes_are_prefilled_once_and_change_nothing(tokenizer):

@@ -28,7 +28,7 @@ import numpy as np
 
 from alejax.agent.chat import TemplateMismatch
 from alejax.data.packing import pack_documents
-from alejax.data.records import RecordError, TrajectoryRecord, read_jsonl, record_from_json
+from alejax.data.records import RecordError, TrajectoryRecord, jsonl_paths, read_jsonl, record_from_json
 from alejax.data.tokenizer import DEFAULT_CHAT_TEMPLATE, Tokenizer, render_chat_template, train_bpe
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -150,10 +150,13 @@ def validated_record(data: Any, where: str) -> TrajectoryRecord:
 
 
 def read_chat_jsonl(path: str) -> list[TrajectoryRecord]:
-    """A JSONL chat dataset (one record per line; trajectory records written by `write_records` read too)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no JSONL file at {path!r}")
-    records = [validated_record(data, f"{path} line {n}") for n, data in read_jsonl(path)]
+    """A JSONL chat dataset (one record per line; trajectory records written by `write_records` read too):
+    a file, a directory of *.jsonl shards (read in name order) or a glob."""
+    records = [
+        validated_record(data, f"{file} line {n}")
+        for file in jsonl_paths(path)
+        for n, data in read_jsonl(file)
+    ]
     if not records:
         raise RecordError(f"{path}: no records")
     return records

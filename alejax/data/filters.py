@@ -490,7 +490,7 @@ def mix(
             f"enough for {feasible}"
         )
     target = total if total is not None else feasible
-    counts = _apportion(share, target)
+    counts = apportion(share, target)
     rng = np.random.default_rng(seed)
     chosen: set[int] = set()
     for g, idx in members.items():
@@ -504,7 +504,7 @@ def mix(
     return [r for i, r in enumerate(records) if i in chosen]
 
 
-def _apportion(share: dict[str, float], total: int) -> dict[str, int]:
+def apportion(share: dict[str, float], total: int) -> dict[str, int]:
     """Integer counts summing to `total` in proportion to `share` (largest remainders)."""
     exact = {g: s * total for g, s in share.items()}
     counts = {g: int(v) for g, v in exact.items()}

@@ -51,7 +51,7 @@ from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
 from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler, build_rollout
 from alejax.rollout.trajectory import TrajectoryBatch, collate
 from alejax.train.state import TrainState
-from alejax.train.step import make_train_step, minibatch_epochs, token_logprobs
+from alejax.train.step import make_logprob_fn, make_train_step, minibatch_epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,11 +202,7 @@ class RLPipeline:
         )
         reference = reshard(state.params, shardings.params) if config.loss.kl_coef > 0 else None
         loss_fn = make_rl_loss(config.loss, config.resample)
-
-        @jax.jit
-        def logprob_fn(params, frozen, inputs):
-            return token_logprobs(nnx.merge(graphdef, params, frozen), inputs)[0]
-
+        logprob_fn = make_logprob_fn(graphdef)
         return cls(
             config,
             graphdef,

@@ -73,6 +73,15 @@ class RolloutConfig:
     # than `min_shared_prefix` tokens is not worth the copy.
     share_prefixes: bool = True
     min_shared_prefix: int = 16
+    # Decode rows: how many of the episodes in flight (the sampler's cache rows, `batch_size`) one decode step
+    # computes. Fewer than the episodes in flight (e.g. half) keeps the decode batch full while episodes wait
+    # on their envs: their KV stays in its cache row (the KV pool) and the decode serves other episodes.
+    # None: every cache row is a decode row.
+    decode_rows: int | None = None
+    # Chunked prefill: one prefill call writes at most this many tokens of a row's pending context, and a
+    # decode segment of the other rows runs between calls, so a long observation does not stall their decode
+    # (the time to first token of short turns stays short). None: a row's whole pending context at once.
+    prefill_chunk: int | None = 512
 
 
 class SlotState(enum.Enum):
@@ -96,6 +105,8 @@ class _Slot:
     position: int = 0  # tokens whose keys/values are in this slot's cache
     turn_tokens: list[int] = dataclasses.field(default_factory=list)
     action_text: str = ""
+    last_decoded: int = -1  # the decode segment that last served this slot (fair turns for decode rows)
+    ready_at: float = 0.0  # when the turn's context (observation) was ready to prefill
 
 
 @dataclasses.dataclass
@@ -117,6 +128,8 @@ class RolloutStats:
     prefill_tokens: int = 0  # tokens the prefill computed
     prefill_tokens_shared: int = 0  # tokens whose KV was copied from a row holding the same prefix
     time_env_wait_s: float = 0.0
+    # Per turn: seconds from its observation being ready to its first sampled token (queueing and prefill).
+    time_to_first_token_s: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def slot_utilization(self) -> float:
@@ -135,12 +148,21 @@ class RolloutStats:
 
     _n_slots: int = 1
 
+    def time_to_first_token_quantile(self, q: float) -> float:
+        return float(np.quantile(self.time_to_first_token_s, q)) if self.time_to_first_token_s else 0.0
+
     def as_dict(self) -> dict[str, float]:
-        out = {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
+        out = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if not k.startswith("_") and k != "time_to_first_token_s"
+        }
         out.update(
             slot_utilization=self.slot_utilization,
             steady_slot_utilization=self.steady_slot_utilization,
             decode_row_utilization=self.decode_row_utilization,
+            time_to_first_token_p50_s=self.time_to_first_token_quantile(0.5),
+            time_to_first_token_p95_s=self.time_to_first_token_quantile(0.95),
         )
         return out
 
@@ -164,6 +186,7 @@ class RolloutScheduler:
         self.cache = sampler.init_cache()
         self.slots = [_Slot() for _ in range(sampler.batch_size)]
         self._next_episode_id = 0
+        self._segments = 0  # decode segments run (the clock of `_Slot.last_decoded`)
 
     # -- public --------------------------------------------------------------------------------------
     def collect(self, requests: Sequence[EpisodeRequest]) -> tuple[list[Trajectory], RolloutStats]:
@@ -280,7 +303,7 @@ class RolloutScheduler:
         if traj.prefix_turns < len(slot.request.prefix):
             self._replay_turn(slot, slot.request.prefix[traj.prefix_turns])
             return
-        slot.state = SlotState.PREFILL
+        slot.state, slot.ready_at = SlotState.PREFILL, time.perf_counter()
 
     def _replay_turn(self, slot: _Slot, action: str) -> None:
         """Play a prefix action: rendered as the assistant turn a sampler would have produced (text and
@@ -375,7 +398,7 @@ class RolloutScheduler:
                 if n > best_length:
                     best, best_length = j, n
             if best is None:
-                cached[i] = tokens
+                cached[i] = tokens[: self._chunk_end(slot)]
             else:
                 sources[i] = (best, best_length)
         return sources
@@ -394,14 +417,19 @@ class RolloutScheduler:
         starts = [0] * len(self.slots)
         for i in rows:
             slot = self.slots[i]
-            chunks[i] = slot.trajectory.tokens[slot.position :]  # includes the unfed end-of-turn token
+            # The pending context (with the unfed end-of-turn token), at most `prefill_chunk` of it.
+            chunks[i] = slot.trajectory.tokens[slot.position : self._chunk_end(slot)]
             starts[i] = slot.position
             self._stats.prefill_tokens += len(chunks[i])
         self.cache, token, logp = self.sampler.prefill(self.cache, chunks, starts, self._row_keys(rows))
         token, logp = np.asarray(token), np.asarray(logp)
+        now = time.perf_counter()
         for i in rows:
             slot = self.slots[i]
-            slot.position = len(slot.trajectory.tokens)
+            slot.position += len(chunks[i])
+            if slot.position < len(slot.trajectory.tokens):
+                continue  # more chunks to come (the token sampled after a partial chunk is not used)
+            self._stats.time_to_first_token_s.append(now - slot.ready_at)
             slot.turn_tokens = []
             self._append_generated(slot, [int(token[i])], [float(logp[i])])
             if self._turn_over(slot):
@@ -409,22 +437,34 @@ class RolloutScheduler:
             else:
                 slot.state = SlotState.DECODING
 
+    def _chunk_end(self, slot) -> int:
+        """Where this prefill call stops writing the slot's pending context."""
+        end = len(slot.trajectory.tokens)
+        chunk = self.config.prefill_chunk
+        return end if chunk is None else min(end, slot.position + chunk)
+
     def _decode_segment(self) -> None:
-        n = len(self.slots)
+        n, width = len(self.slots), self.sampler.decode_rows
         token, position, budget = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32)
-        rows = [i for i, s in enumerate(self.slots) if s.state is SlotState.DECODING]
+        ready = [i for i, s in enumerate(self.slots) if s.state is SlotState.DECODING]
+        # At most `width` rows decode; the ones served longest ago go first, so no episode starves.
+        rows = sorted(ready, key=lambda i: self.slots[i].last_decoded)[:width]
         for i in rows:
             slot = self.slots[i]
             token[i], position[i] = slot.trajectory.tokens[slot.position], slot.position
             budget[i] = self._budget(slot)
+            slot.last_decoded = self._segments
+        self._segments += 1
+        # With a KV pool (fewer decode rows than episodes), end the segment as soon as one row is done: its
+        # decode row then serves the next episode ready to decode (or one whose env has answered meanwhile).
+        min_active = len(rows) if width < n else 1
         self.cache, tokens, logps, count, _ = self.sampler.decode(
-            self.cache, token, position, budget, self._row_keys(rows)
+            self.cache, token, position, budget, self._row_keys(rows), min_active=min_active
         )
         tokens, logps, count = np.asarray(tokens), np.asarray(logps), np.asarray(count)
-        self._stats.decode_row_steps += n * int(count.max(initial=0))
-        for i, slot in enumerate(self.slots):
-            if slot.state is not SlotState.DECODING:
-                continue
+        self._stats.decode_row_steps += width * int(count.max(initial=0))
+        for i in rows:
+            slot = self.slots[i]
             k = int(count[i])
             slot.position += k
             self._append_generated(slot, tokens[i, :k].tolist(), logps[i, :k].tolist())
@@ -498,10 +538,18 @@ def build_rollout(
     mesh=None,
     seed: int = 0,
 ) -> RolloutScheduler:
-    """A sampler of `batch_size` rows over `model` (decoding stops at the tokenizer's end of turn) and the
+    """A sampler of `batch_size` cache rows (episodes in flight; `rollout.decode_rows` of them decode at once)
+    over `model` (decoding stops at the tokenizer's end of turn) and the
     scheduler that plays `env_pool`'s episodes with it: what RL, evaluation and benches all build."""
+    rollout = rollout or RolloutConfig()
     sampler = Sampler(
-        model, batch_size, max_length, sampling or SamplingConfig(1.0), stop_ids=[tokenizer.eos_id], mesh=mesh
+        model,
+        batch_size,
+        max_length,
+        sampling or SamplingConfig(1.0),
+        stop_ids=[tokenizer.eos_id],
+        mesh=mesh,
+        decode_rows=rollout.decode_rows,
     )
     return RolloutScheduler(
         sampler,
@@ -509,6 +557,6 @@ def build_rollout(
         env_pool,
         system_prompt=system_prompt,
         tools=tools,
-        config=rollout or RolloutConfig(),
+        config=rollout,
         seed=seed,
     )

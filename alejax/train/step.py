@@ -47,6 +47,17 @@ def token_logprobs(model: Transformer, batch: Batch, temperature: float = 1.0):
     return jnp.concatenate([pad, picked], axis=1), jnp.concatenate([pad, entropy], axis=1)
 
 
+def make_logprob_fn(graphdef: nnx.GraphDef) -> Callable:
+    """jit'd `(params, frozen, inputs) -> [B, T]` token log-probs (`token_logprobs`) of the model
+    `nnx.merge(graphdef, params, frozen)`: a frozen policy's view of a batch, e.g. DPO's reference."""
+
+    @jax.jit
+    def logprob_fn(params, frozen, inputs):
+        return token_logprobs(nnx.merge(graphdef, params, frozen), inputs)[0]
+
+    return logprob_fn
+
+
 def target_weights(batch: Batch) -> jax.Array:
     """Per-position loss weights aligned with `token_logprobs` (position 0 never counts)."""
     weights = batch["loss_mask"].astype(jnp.float32)

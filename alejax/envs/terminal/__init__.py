@@ -1,22 +1,28 @@
 """Terminal environment (Terminal-Bench style): shell tool calls in a sandbox, reward = the task's tests.
 
-`make("terminal/all")` samples a task from the seed; `make("terminal/<task>")` fixes one. The agent has
+`make("terminal/all")` samples a task from the seed; `make("terminal/<task>")` fixes one;
+`make("terminal", task_dir=PATH)` plays a Harbor or Terminal-Bench 1 task directory (`harbor.py`). The agent has
 two tools: `bash` (run a command in the episode's persistent shell: `cd`, variables and background jobs
 carry over) and `submit` (end the episode). After the episode (submit or turn cap) the task's test script
-runs in the same sandbox: reward 1 iff it passes.
+runs in the same sandbox: reward 1 iff it passes (a Harbor task: the reward its verifier writes).
 """
 
 from __future__ import annotations
 
 import random
+import time
 
 from alejax.envs.base import register
+from alejax.envs.terminal import harbor
+from alejax.envs.terminal.harbor import HarborTask, HarborTaskError, load_harbor_task
 from alejax.envs.terminal.sandbox import Limits, RunResult, Sandbox, capabilities
 from alejax.envs.terminal.shell import Shell
 from alejax.envs.terminal.tasks import TASKS, Task, add_task, load_task_dir
 from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
 __all__ = [
+    "HarborTask",
+    "HarborTaskError",
     "Limits",
     "RunResult",
     "Sandbox",
@@ -26,6 +32,7 @@ __all__ = [
     "TerminalEnv",
     "add_task",
     "capabilities",
+    "load_harbor_task",
     "load_task_dir",
 ]
 
@@ -55,7 +62,10 @@ class TerminalEnv:
         limits: Limits | None = None,
         max_turns: int | None = None,
         base_dir: str | None = None,
+        task_dir: str | None = None,
     ):
+        if task_dir is not None:
+            task = load_task_dir(task_dir)
         if task is not None:
             self.pool = [task if isinstance(task, Task) else TASKS[task]]
         else:
@@ -66,6 +76,7 @@ class TerminalEnv:
         self.shell: Shell | None = None
         self.t = 0
         self.done = True
+        self.deadline = float("inf")  # a Harbor task's [agent] timeout_sec, from reset
 
     def reset(self, seed: int) -> tuple[str, dict]:
         task = self.pool[random.Random(seed).randrange(len(self.pool))]
@@ -74,9 +85,24 @@ class TerminalEnv:
                 f"task {task.name!r} is network-dependent and this machine cannot isolate the network "
                 "(unshare --net does not work here); refusing to run it"
             )
+        if isinstance(task, HarborTask) and task.needs_network:
+            raise NetworkUnavailable(
+                f"task {task.name!r} asks for network_mode={task.network_mode!r}; alejax's sandbox "
+                + (
+                    "has no network (its own network namespace, loopback only)"
+                    if capabilities()["network_isolated"]
+                    else "cannot confine the network on this machine (no network namespace)"
+                )
+                + "; refusing to run it"
+            )
         self.close()
         self.task, self.t, self.done = task, 0, False
-        self.sandbox = Sandbox(self.limits, self.base_dir)
+        if isinstance(task, HarborTask):
+            self.sandbox = harbor.start_sandbox(task, self.limits, self.base_dir)
+            self.deadline = time.monotonic() + task.agent_timeout_s
+        else:
+            self.sandbox = Sandbox(self.limits, self.base_dir)
+            self.deadline = float("inf")
         setup = self.sandbox.run(task.setup) if task.setup.strip() else RunResult(0, "", False)
         if setup.exit_code != 0:
             raise RuntimeError(f"setup of task {task.name!r} failed ({setup.exit_code}): {setup.output}")
@@ -90,6 +116,11 @@ class TerminalEnv:
 
     def _finish(self, truncated: bool, observation: str) -> tuple[str, float, bool, bool, dict]:
         self.done = True
+        if isinstance(self.task, HarborTask):
+            reward, info = harbor.verify(self.task, self.sandbox)
+            info.update(task=self.task.name, success=reward >= 1.0, reward=reward)
+            observation = f"{observation}\nVerifier reward: {reward:g}."
+            return observation.strip(), reward, not truncated, truncated, info
         result = self.sandbox.run(self.task.tests)
         passed = result.exit_code == 0 and not result.timed_out
         info = {"task": self.task.name, "success": passed, "tests_output": result.output}
@@ -100,6 +131,8 @@ class TerminalEnv:
         if self.done or self.sandbox is None:
             raise RuntimeError("step() after the episode ended; call reset()")
         self.t += 1
+        if time.monotonic() > self.deadline:
+            return self._finish(True, "Out of time (the task's agent timeout).")
         out_of_turns = self.t >= self.max_turns
         parsed = parse_action(action, self.tools)
         if parsed.error or not parsed.calls:
@@ -125,7 +158,10 @@ class TerminalEnv:
 
     def scripted_policy(self):
         """The task's solution in one bash call, then submit (a Policy: messages -> assistant text)."""
-        actions = [format_tool_call("bash", {"command": self.task.solution}), format_tool_call("submit")]
+        solution = self.task.solution
+        if isinstance(self.task, HarborTask):  # solve.sh with its solution/ files, placed now, not at reset
+            solution = harbor.oracle_command(self.task, self.sandbox)
+        actions = [format_tool_call("bash", {"command": solution}), format_tool_call("submit")]
         return lambda messages: actions[min(sum(m["role"] == "assistant" for m in messages), 1)]
 
     def close(self) -> None:
@@ -140,6 +176,7 @@ class TerminalEnv:
         self.close()
 
 
+register("terminal", lambda **kw: TerminalEnv(**kw))  # e.g. make("terminal", task_dir=PATH)
 register("terminal/all", lambda **kw: TerminalEnv(**kw))
 for _name in TASKS:
     register(f"terminal/{_name}", lambda _task=_name, **kw: TerminalEnv(task=_task, **kw))

@@ -34,7 +34,13 @@ def add_task(task: Task) -> Task:
 
 
 def load_task_dir(path: str) -> Task:
-    """A task from a directory: instruction.md, setup.sh, run-tests.sh, solution.sh, task.json (optional)."""
+    """A task from a directory: a Harbor task (task.toml) or a Terminal-Bench 1 task (task.yaml), read by
+    `harbor.load_harbor_task`; else alejax's own layout: instruction.md, setup.sh, run-tests.sh, solution.sh,
+    task.json (optional)."""
+    from alejax.envs.terminal.harbor import is_task_dir, load_harbor_task  # harbor imports this module
+
+    if is_task_dir(path):
+        return load_harbor_task(path)
 
     def read(name: str, default: str = "") -> str:
         file = os.path.join(path, name)

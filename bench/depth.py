@@ -1,0 +1,186 @@
+"""DEPTH over several seeds: direct extraction (the baseline, measured in the same run) against grounding only
+and grounding + refinement on held-out sentences, micro-F1 and hallucination rate, mean ± SE over seeds.
+
+  python bench/depth.py                                   # seeds 0, 1, 2 -> runs/depth_seeds
+  python bench/depth.py --seeds 5 --out DIR -- --config.eval.split=test   # overrides after --
+
+Each seed is `python -m alejax.main --config=configs/depth.py[:preset] --config.seed=S --config.workdir=OUT/seedS`,
+run as its own process. A seed whose workdir already holds results.json is read, not rerun (delete its folder to
+rerun it). The seed changes the training sentences SFT and RL see, the models' init and every sample; the
+held-out sentences are the config's (`eval.split`, `eval.first_seed`), the same for every seed, so seeds pair.
+
+The ratio printed is direct / pipeline hallucination (the issue's goal: >= 2x at equal or better F1), with the
+best pipeline variant of each seed by F1 (grounding only, or grounding + refinement). Writes
+OUT/results.{md,json}; the last line is one JSON object with f1_direct, f1_pipeline, hallucination_direct,
+hallucination_pipeline (means), their SEs, the paired differences, per-seed values and `seeds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = ("direct", "grounding", "pipeline")
+
+
+def mean_se(values) -> tuple[float, float, list[float]]:
+    values = np.asarray(values, np.float64)
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(se), values.tolist()
+
+
+def run_seed(seed: int, workdir: str, overrides: list[str], preset: str) -> dict:
+    done = os.path.join(workdir, "results.json")
+    if os.path.exists(done):
+        print(f"seed {seed}: finished earlier, reading {done}", flush=True)
+        return json.load(open(done))
+    cmd = [
+        sys.executable,
+        "-m",
+        "alejax.main",
+        f"--config=configs/depth.py:{preset}",
+        f"--config.seed={seed}",
+    ]
+    cmd += [f"--config.workdir={workdir}", *overrides]
+    print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    os.makedirs(workdir, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(workdir, "job.log"), "a", encoding="utf-8") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SystemExit(f"seed {seed} failed (rc {rc}); its log: {workdir}/job.log")
+    print(f"seed {seed}: done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return json.load(open(done))
+
+
+def summarize(per_seed: dict[int, dict]) -> dict:
+    """(mean, SE, per seed) of each variant's F1 / hallucination at the final stage, the headline pair and
+    the paired (by seed) differences pipeline - direct."""
+    runs = list(per_seed.values())
+    stage = runs[0]["headline"]["stage"]
+    out = {"stage": stage}
+    for variant in VARIANTS:
+        for key in ("f1", "precision", "recall", "hallucination_rate"):
+            out[f"{variant}/{key}"] = mean_se([r["results"][f"{variant}/{stage}"][key] for r in runs])
+    for key in ("f1_direct", "f1_pipeline", "hallucination_direct", "hallucination_pipeline"):
+        out[key] = mean_se([r["headline"][key] for r in runs])
+    out["f1_gain"] = mean_se(np.array(out["f1_pipeline"][2]) - np.array(out["f1_direct"][2]))
+    out["hallucination_change"] = mean_se(
+        np.array(out["hallucination_pipeline"][2]) - np.array(out["hallucination_direct"][2])
+    )
+    out["recall_lost"] = mean_se([r["recall_lost_by_simplification"][stage]["recall_lost"] for r in runs])
+    out["best_variant"] = [r["headline"]["best_pipeline_variant"] for r in runs]
+    return out
+
+
+def table(summary: dict, per_seed: dict[int, dict]) -> str:
+    first = next(iter(per_seed.values()))["held_out"]
+    stage = summary["stage"]
+    lines = [
+        f"Held-out relation extraction, {len(per_seed)} seeds ({', '.join(map(str, per_seed))}); {first['split']} "
+        f"split, {first['sentences']} sentences, {first['pairs']} candidate pairs ({first['negatives']} "
+        f"NO-RELATION); stage {stage}; greedy; mean ± SE over seeds (points):",
+        "",
+        "| variant | micro-F1 | precision | recall | hallucination | F1 per seed | hallucination per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        cells = [
+            f"{100 * summary[f'{variant}/{k}'][0]:.1f} ± {100 * summary[f'{variant}/{k}'][1]:.1f}"
+            for k in ("f1", "precision", "recall", "hallucination_rate")
+        ]
+        each = [
+            ", ".join(f"{100 * v:.1f}" for v in summary[f"{variant}/{k}"][2])
+            for k in ("f1", "hallucination_rate")
+        ]
+        lines.append(f"| {variant} | " + " | ".join(cells + each) + " |")
+    hd, hp = summary["hallucination_direct"][0], summary["hallucination_pipeline"][0]
+    gain, change, lost = summary["f1_gain"], summary["hallucination_change"], summary["recall_lost"]
+    lines += [
+        "",
+        f"Best pipeline variant per seed (by F1): {', '.join(summary['best_variant'])}.",
+        f"Pipeline - direct, paired by seed: F1 {100 * gain[0]:+.1f} ± {100 * gain[1]:.1f} points, "
+        f"hallucination {100 * change[0]:+.1f} ± {100 * change[1]:.1f} points.",
+        "Hallucination direct / pipeline: "
+        + (f"{hd / hp:.2f}x" if hp > 0 else "n/a (pipeline 0)")
+        + " (goal >= 2x).",
+        f"Recall lost by simplification (direct - grounding recall): {100 * lost[0]:+.1f} ± {100 * lost[1]:.1f} points.",
+        "Wall time per seed: " + ", ".join(f"{r['wall_s'] / 60:.1f}" for r in per_seed.values()) + " min.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    own, overrides = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--preset", default="tiny", help="a preset of configs/depth.py")
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "depth_seeds"))
+    args = parser.parse_args(own)
+    bad = [
+        o
+        for o in overrides
+        if not o.startswith("--config.") or o.startswith(("--config.seed=", "--config.workdir="))
+    ]
+    if bad:
+        raise SystemExit(f"overrides must be --config.key=value (not seed/workdir, set per seed): {bad}")
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be at least 1")
+
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    per_seed = {s: run_seed(s, os.path.join(args.out, f"seed{s}"), overrides, args.preset) for s in seeds}
+    summary = summarize(per_seed)
+    text = table(summary, per_seed)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    hd, hp = summary["hallucination_direct"][0], summary["hallucination_pipeline"][0]
+    result = {
+        "seeds": seeds,
+        "stage": summary["stage"],
+        "f1_direct": summary["f1_direct"][0],
+        "f1_pipeline": summary["f1_pipeline"][0],
+        "hallucination_direct": hd,
+        "hallucination_pipeline": hp,
+        "se": {
+            k: summary[k][1]
+            for k in ("f1_direct", "f1_pipeline", "hallucination_direct", "hallucination_pipeline")
+        },
+        "per_seed": {
+            k: summary[k][2]
+            for k in ("f1_direct", "f1_pipeline", "hallucination_direct", "hallucination_pipeline")
+        },
+        "paired_f1_gain": {"mean": summary["f1_gain"][0], "se": summary["f1_gain"][1]},
+        "paired_hallucination_change": {
+            "mean": summary["hallucination_change"][0],
+            "se": summary["hallucination_change"][1],
+        },
+        "hallucination_direct_over_pipeline": hd / hp if hp > 0 else None,
+        "best_pipeline_variant": summary["best_variant"],
+        "by_variant": {
+            v: {k: summary[f"{v}/{k}"][0] for k in ("f1", "precision", "recall", "hallucination_rate")}
+            for v in VARIANTS
+        },
+        "recall_lost_by_simplification": summary["recall_lost"][0],
+        "held_out": next(iter(per_seed.values()))["held_out"],
+        "wall_min": [round(r["wall_s"] / 60, 2) for r in per_seed.values()],
+        "preset": args.preset,
+        "overrides": overrides,
+    }
+    json.dump(result, open(os.path.join(args.out, "results.json"), "w"), indent=1)
+    print("\n" + text, flush=True)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

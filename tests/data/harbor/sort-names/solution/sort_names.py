@@ -1,0 +1,3 @@
+import sys
+
+print("\n".join(sorted(set(open(sys.argv[1]).read().split()))))
