@@ -132,8 +132,10 @@ def test_background_processes_do_not_outlive_the_episode(sandbox):
     # as in a real terminal, but never the episode.
     result = sandbox.run("setsid sleep 300 & nohup sleep 301 >/dev/null 2>&1 & echo started")
     assert "started" in result.output and result.exit_code == 0
-    pids = sandbox.processes()
-    assert pids  # (setsid may still be forking: one or two pids)
+    deadline = time.monotonic() + 5  # the setsid daemon may still be starting when the command returns
+    while not (pids := sandbox.processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pids
     sandbox.close()
     deadline = time.monotonic() + 5
     while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:

@@ -14,10 +14,10 @@ import time
 
 from alejax.envs.base import register
 from alejax.envs.terminal import harbor
-from alejax.envs.terminal.harbor import HarborTask, HarborTaskError, load_harbor_task
+from alejax.envs.terminal.harbor import HarborTask, HarborTaskError, load_harbor_task, load_task_dir
 from alejax.envs.terminal.sandbox import Limits, RunResult, Sandbox, capabilities
 from alejax.envs.terminal.shell import Shell
-from alejax.envs.terminal.tasks import TASKS, Task, add_task, load_task_dir
+from alejax.envs.terminal.tasks import TASKS, Task, add_task
 from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
 __all__ = [

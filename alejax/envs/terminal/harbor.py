@@ -42,7 +42,7 @@ import warnings
 
 from alejax.envs.terminal import sandbox as sandbox_module
 from alejax.envs.terminal.sandbox import Limits, Sandbox, SandboxError, SandboxFileError
-from alejax.envs.terminal.tasks import Task
+from alejax.envs.terminal.tasks import Task, load_own_task_dir
 
 SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 DEFAULT_TIMEOUT_S = 600.0  # Harbor's default agent and verifier timeouts
@@ -86,6 +86,11 @@ class HarborTask(Task):
 
 def is_task_dir(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, name)) for name in ("task.toml", "task.yaml"))
+
+
+def load_task_dir(path: str) -> Task:
+    """A task from a directory: Harbor (task.toml), Terminal-Bench 1 (task.yaml) or alejax's own layout."""
+    return load_harbor_task(path) if is_task_dir(path) else load_own_task_dir(path)
 
 
 def load_harbor_task(path: str) -> HarborTask:

@@ -33,14 +33,9 @@ def add_task(task: Task) -> Task:
     return task
 
 
-def load_task_dir(path: str) -> Task:
-    """A task from a directory: a Harbor task (task.toml) or a Terminal-Bench 1 task (task.yaml), read by
-    `harbor.load_harbor_task`; else alejax's own layout: instruction.md, setup.sh, run-tests.sh, solution.sh,
-    task.json (optional)."""
-    from alejax.envs.terminal.harbor import is_task_dir, load_harbor_task  # harbor imports this module
-
-    if is_task_dir(path):
-        return load_harbor_task(path)
+def load_own_task_dir(path: str) -> Task:
+    """A task in alejax's own layout: instruction.md, setup.sh, run-tests.sh, solution.sh, task.json
+    (optional). `harbor.load_task_dir` reads any layout (Harbor, Terminal-Bench 1, this one)."""
 
     def read(name: str, default: str = "") -> str:
         file = os.path.join(path, name)
