@@ -20,44 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quickstart_seeds  # noqa: E402  (the per-seed process runner next to this file)
+from quickstart_seeds import ROOT, mean_se  # noqa: E402
+
 VARIANTS = ("direct", "grounding", "pipeline")
 
 
-def mean_se(values) -> tuple[float, float, list[float]]:
-    values = np.asarray(values, np.float64)
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(se), values.tolist()
-
-
 def run_seed(seed: int, workdir: str, overrides: list[str], preset: str) -> dict:
-    done = os.path.join(workdir, "results.json")
-    if os.path.exists(done):
-        print(f"seed {seed}: finished earlier, reading {done}", flush=True)
-        return json.load(open(done))
-    cmd = [
-        sys.executable,
-        "-m",
-        "alejax.main",
-        f"--config=configs/depth.py:{preset}",
-        f"--config.seed={seed}",
-    ]
-    cmd += [f"--config.workdir={workdir}", *overrides]
-    print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
-    os.makedirs(workdir, exist_ok=True)
-    t0 = time.time()
-    with open(os.path.join(workdir, "job.log"), "a", encoding="utf-8") as log:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        raise SystemExit(f"seed {seed} failed (rc {rc}); its log: {workdir}/job.log")
-    print(f"seed {seed}: done in {(time.time() - t0) / 60:.1f} min", flush=True)
-    return json.load(open(done))
+    return quickstart_seeds.run_seed(seed, workdir, overrides, preset, config_file="configs/depth.py")
 
 
 def summarize(per_seed: dict[int, dict]) -> dict:

@@ -45,12 +45,20 @@ def mean_se(values) -> tuple[float, float, list[float]]:
     return float(values.mean()), float(se), values.tolist()
 
 
-def run_seed(seed: int, workdir: str, overrides: list[str], preset: str = "default") -> dict:
+def run_seed(
+    seed: int,
+    workdir: str,
+    overrides: list[str],
+    preset: str = "default",
+    config_file: str = "configs/quickstart.py",
+) -> dict:
+    """One seed of `config_file:preset` as its own process (its log in workdir/job.log); a seed whose workdir
+    holds results.json is read, not rerun. bench/depth.py and bench/shop_rl.py run their seeds through it."""
     done = os.path.join(workdir, "results.json")
     if os.path.exists(done):
         print(f"seed {seed}: finished earlier, reading {done}", flush=True)
         return json.load(open(done))
-    config = "configs/quickstart.py" + ("" if preset == "default" else f":{preset}")
+    config = config_file + ("" if preset == "default" else f":{preset}")
     cmd = [sys.executable, "-m", "alejax.main", f"--config={config}", f"--config.seed={seed}"]
     cmd += [f"--config.workdir={workdir}", *overrides]
     print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
