@@ -1,5 +1,6 @@
 """Agent framework: tool-call parsing, context engineering, the episode loop and the CLI."""
 
+import os
 import subprocess
 import sys
 
@@ -184,6 +185,17 @@ def test_cli_human_end_of_input_and_terminal():
     assert result.returncode == 0 and "Tests passed." in result.stdout and "reward=1" in result.stdout
     result = _cli("--env", "keydoor/short", "--policy", "human", stdin="left\n")
     assert result.returncode == 0 and "truncated" in result.stdout
+
+
+def test_cli_plays_a_task_dir(tmp_path):
+    # Harbor and Terminal-Bench 1 layouts: the oracle solves each; a bad path is an error line, not a trace.
+    data = os.path.join(os.path.dirname(__file__), "data", "harbor")
+    for task in ("count-lines", "tb1-greeting"):
+        result = _cli("--task-dir", os.path.join(data, task), "--policy", "scripted", "--color", "never")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "reward=1 turns=2 terminated"
+    result = _cli("--task-dir", str(tmp_path / "missing"), "--policy", "scripted")
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_checkpoint_policy_reports_a_missing_checkpoint(tmp_path):

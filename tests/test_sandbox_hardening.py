@@ -146,12 +146,13 @@ def test_private_tmp_and_shm_even_when_the_sandbox_lives_under_tmp(tmp_path):
     with Sandbox(SMALL, base_dir=str(tmp_path)) as sandbox:  # the case that skipped the private /tmp before
         host_secret = tmp_path / "host-secret"
         host_secret.write_text("s3cret")
+        name = f"alejax-probe-{os.getpid()}"  # a name the host's /tmp does not hold
         result = sandbox.run(
-            f"ls -A /tmp /dev/shm; cat {host_secret}; echo mine > /tmp/x; echo mine > /dev/shm/y"
+            f"ls -A /tmp /dev/shm; cat {host_secret}; echo mine > /tmp/{name}; echo mine > /dev/shm/{name}"
         )
         assert "s3cret" not in result.output and "No such file" in result.output
-        assert sandbox.read_file("/tmp/x") == b"mine\n" and sandbox.read_file("/dev/shm/y") == b"mine\n"
-        assert not os.path.exists("/tmp/x") or open("/tmp/x").read() != "mine\n"
+        assert sandbox.read_file(f"/tmp/{name}") == b"mine\n" == sandbox.read_file(f"/dev/shm/{name}")
+        assert not os.path.exists(f"/tmp/{name}") and not os.path.exists(f"/dev/shm/{name}")
 
 
 @pytest.mark.parametrize("mode", ["namespaces", "plain"])
@@ -423,11 +424,13 @@ def test_inode_quota(box):
 
 def test_monitored_quota_stops_the_command_in_plain_mode(plain_box):
     result = plain_box.run(
-        "i=0; while true; do i=$((i+1)); head -c 1000000 /dev/zero > f$i; done", timeout_s=10
+        "i=0; while true; do i=$((i+1)); head -c 1000000 /dev/zero > f$i; sleep 0.01; done", timeout_s=10
     )
     assert result.limit == "disk quota" and not result.timed_out and "delete files" in result.note
     used, _ = plain_box.disk_usage()
-    assert used < SMALL.disk_bytes + (64 << 20)  # stopped within a poll, far from the 10 s timeout
+    # Stopped within a poll (0.2 s): at most ~100 MB/s here (the sleep), so ~20 MB past the quota, where the
+    # 10 s timeout would be ~1 GB. Without the sleep a fast disk writes more than that bound in one poll.
+    assert used < SMALL.disk_bytes + (64 << 20)
     result = plain_box.run(
         'python3 -c \'\nfor i in range(100000): open(f"g{i}", "w").close()\'', timeout_s=10
     )

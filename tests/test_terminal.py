@@ -130,12 +130,15 @@ def test_cpu_limit_before_wall_clock(sandbox):
 def test_background_processes_do_not_outlive_the_episode(sandbox):
     # The command's process group ends with it; a daemon that left the group (setsid) outlives the command,
     # as in a real terminal, but never the episode.
-    result = sandbox.run("setsid sleep 300 & nohup sleep 301 >/dev/null 2>&1 & echo started")
+    # The command waits until the daemon has called setsid (it writes its pid after): a slow machine could
+    # otherwise end the command, and kill its group, while the forked child is still in it.
+    result = sandbox.run(
+        "setsid sh -c 'echo $$ > daemon.pid; exec sleep 300' & nohup sleep 301 >/dev/null 2>&1 & "
+        "while [ ! -s daemon.pid ]; do sleep 0.01; done; echo started"
+    )
     assert "started" in result.output and result.exit_code == 0
-    deadline = time.monotonic() + 5  # the setsid daemon may still be starting when the command returns
-    while not (pids := sandbox.processes()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pids
+    pids = sandbox.processes()
+    assert pids  # the setsid daemon survived its command
     sandbox.close()
     deadline = time.monotonic() + 5
     while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
@@ -182,3 +185,20 @@ def test_terminal_env_in_worker_processes():
             final = pool.step(i, format_tool_call("submit")).result(30)
             assert final.reward == 1.0, final.info
             pool.release(i)
+
+
+def test_terminal_rl_config_holds_out_whole_tasks():
+    # configs/terminal.py: SFT on the training tasks' oracle, RL on tasks SFT never saw; each name is a task.
+    from alejax.config import load_config_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_config_file(os.path.join(root, "configs", "terminal.py"))
+    held_out, training = set(config.env.kwargs.tasks), set(config.sft.env.kwargs.tasks)
+    assert held_out and training and not held_out & training
+    assert held_out | training <= set(TASKS)
+    env = make(config.env.name, **config.env.kwargs.to_dict())
+    try:
+        env.reset(0)
+        assert env.task.name in held_out
+    finally:
+        env.close()

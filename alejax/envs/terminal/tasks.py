@@ -35,7 +35,18 @@ def add_task(task: Task) -> Task:
 
 def load_own_task_dir(path: str) -> Task:
     """A task in alejax's own layout: instruction.md, setup.sh, run-tests.sh, solution.sh, task.json
-    (optional). `harbor.load_task_dir` reads any layout (Harbor, Terminal-Bench 1, this one)."""
+    (optional). `harbor.load_task_dir` reads any layout (Harbor, Terminal-Bench 1, this one). Raises
+    ValueError when the directory or its instruction or tests are missing (empty tests would always pass)."""
+    if not os.path.isdir(path):
+        raise ValueError(f"{path}: no such task directory")
+    missing = [
+        name for name in ("instruction.md", "run-tests.sh") if not os.path.isfile(os.path.join(path, name))
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: not a task directory (missing {', '.join(missing)}; Harbor needs task.toml, "
+            "Terminal-Bench 1 task.yaml)"
+        )
 
     def read(name: str, default: str = "") -> str:
         file = os.path.join(path, name)
