@@ -148,8 +148,10 @@ class Shell:
         del capture.buffer[match.start() :]
         return code
 
-    def _pump(self, data: bytes, marker: re.Pattern, capture: _Capture, deadline: float) -> str:
-        check_quota = self.sandbox.mode == "plain"
+    def _pump(
+        self, data: bytes, marker: re.Pattern, capture: _Capture, deadline: float, watch_quota: bool = True
+    ) -> str:
+        check_quota = watch_quota and self.sandbox.mode == "plain"
         next_quota_check = time.monotonic() + 0.2
         while True:
             now = time.monotonic()
@@ -228,22 +230,36 @@ class Shell:
         return RunResult(-signal.SIGKILL, capture.text(), limit == "timeout", limit, note)
 
     def _interrupt(self, capture: _Capture) -> int | None:
-        """SIGINT, then SIGKILL, to the foreground job; the exit code once the shell answers, else None."""
-        for sig, wait_s in ((signal.SIGINT, 0.5), (signal.SIGKILL, 1.0)):
-            try:
-                group = os.tcgetpgrp(self._master)
-            except OSError:
-                group = self.pid
-            try:
-                if group == self.pid:  # the shell itself is busy (a builtin loop): only SIGINT is safe
-                    if sig == signal.SIGINT:
+        """SIGINT, then SIGKILL, to the foreground job; the exit code once the shell answers, else None.
+
+        Each signal is sent again every 0.1 s of its phase: a loop of short commands (`while :; do head ...;
+        done`) makes a new foreground group every few ms, so a single signal can land on a group that has
+        just exited while the loop goes on. The wait does not watch the quota (the files are still there:
+        that is why we interrupt), only for the shell's marker."""
+        for sig, wait_s in ((signal.SIGINT, 1.5), (signal.SIGKILL, 1.5)):
+            deadline = time.monotonic() + wait_s
+            shell_signalled = False
+            while (now := time.monotonic()) < deadline:
+                try:
+                    group = os.tcgetpgrp(self._master)
+                except OSError:
+                    group = self.pid
+                try:
+                    if group != self.pid:
+                        os.killpg(group, sig)
+                    elif sig == signal.SIGINT and not shell_signalled:
+                        # the shell itself is busy (a builtin loop): SIGINT only, and once, so that a second
+                        # one cannot cut the marker's printf short
                         os.kill(self.pid, sig)
-                else:
-                    os.killpg(group, sig)
-            except OSError:
-                pass
-            if self._pump(b"", self._last_marker, capture, time.monotonic() + wait_s) == "ok":
-                return self._split(capture)
+                        shell_signalled = True
+                except OSError:
+                    pass
+                wait_until = min(deadline, now + 0.1)
+                status = self._pump(b"", self._last_marker, capture, wait_until, watch_quota=False)
+                if status == "ok":
+                    return self._split(capture)
+                if status == "dead":
+                    return None
         return None
 
     def _drain(self) -> bytes:
