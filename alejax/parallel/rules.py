@@ -8,6 +8,7 @@ partitioning rules (which now live in flax). Changing a layout means changing th
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from typing import Any, Sequence
 
@@ -96,6 +97,14 @@ def logical_to_spec(
         used.update(kept)
         spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
     return PartitionSpec(*spec)
+
+
+def batch_parallelism(mesh: Mesh, rules=None) -> int:
+    """How many ways the rule table splits the `batch` axis on `mesh` (its data-parallel degree): a row count
+    that is a multiple of it shards evenly."""
+    spec = logical_to_spec(("batch",), (1 << 30,), mesh, rules)[0]
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
+    return math.prod(mesh.shape[a] for a in axes)
 
 
 def _active_mesh():

@@ -38,11 +38,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from alejax.data.packing import packed_model_inputs
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.pools import EnvPool, pool_stats
 from alejax.models.lora import tree_bytes
 from alejax.parallel.placement import reshard
-from alejax.parallel.rules import state_shardings
+from alejax.parallel.rules import batch_parallelism, state_shardings
 from alejax.rl.advantages import AdvantageConfig
 from alejax.rl.losses import LossConfig
 from alejax.rl.objective import compute_advantages, make_rl_loss
@@ -69,6 +70,9 @@ class RLConfig:
     max_refill_groups: int = 0
     max_policy_version_gap: int = 0  # 0: synchronous; >= 1: the next rollout overlaps this step's training
     resample: ResampleConfig = ResampleConfig()  # IPA's chunk-initialized resampling, when enabled
+    # Pack the trajectories of each update (and of the log-prob passes) into fewer rows for the model's
+    # forward and backward (`alejax.data.packing.packed_model_inputs`); the losses see the [B, T] layout.
+    pack_sequences: bool = False
 
     def __post_init__(self):
         if self.max_policy_version_gap < 0:
@@ -144,6 +148,7 @@ class RLPipeline:
     sampler_version: int = 0  # the policy version whose weights the sampler holds
     sync_bytes: int = 0  # bytes the last weight sync moved
     resampler: ChunkResampler | None = None  # with config.resample.enabled: picks requests, sees trajectories
+    microbatches: int = 1  # gradient accumulation inside each update (`make_train_step`)
     _pending: Any = dataclasses.field(default=None, repr=False)  # (seeds, future) of the rollout in flight
     _executor: Any = dataclasses.field(default=None, repr=False)
 
@@ -219,6 +224,7 @@ class RLPipeline:
             infer_shardings,
             critic=critic,
             resampler=ChunkResampler(config.resample, teacher) if config.resample.enabled else None,
+            microbatches=microbatches,
         )
 
     # -- the step --------------------------------------------------------------------------------------
@@ -424,9 +430,20 @@ class RLPipeline:
         n = self.config.minibatch_size
         with jax.set_mesh(self.mesh):
             for i in range(0, len(batch), n):
-                inputs = {k: jnp.asarray(v[i : i + n]) for k, v in batch.model_inputs().items()}
+                inputs = self._model_inputs({k: v[i : i + n] for k, v in batch.model_inputs().items()})
+                inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
                 out.append(np.asarray(self.logprob_fn(params, self.state.frozen, inputs)))
         return np.concatenate(out)
+
+    def _model_inputs(self, arrays: dict[str, np.ndarray], groups: int = 1) -> dict[str, np.ndarray]:
+        """`arrays` plus their packed rows when `config.pack_sequences` (one packing per microbatch group)."""
+        if not self.config.pack_sequences:
+            return arrays
+        lengths = arrays["segment_ids"].sum(axis=1)  # collate: 1 on each real token, from position 0
+        packed = packed_model_inputs(
+            arrays["tokens"], lengths, row_multiple=batch_parallelism(self.mesh), groups=groups
+        )
+        return {**arrays, **packed}
 
     def _train(
         self,
@@ -451,7 +468,12 @@ class RLPipeline:
         if self.resampler is not None:
             arrays["il_weight"] = batch.il_weight
         self.state, metrics = minibatch_epochs(
-            self.train_step, self.state, arrays, epochs=cfg.epochs, minibatch_size=cfg.minibatch_size
+            self.train_step,
+            self.state,
+            arrays,
+            epochs=cfg.epochs,
+            minibatch_size=cfg.minibatch_size,
+            prepare=lambda minibatch: self._model_inputs(minibatch, groups=self.microbatches),
         )
         return metrics
 

@@ -32,12 +32,39 @@ Batch = Mapping[str, jax.Array]
 DROPOUT_KEY = "dropout_key"
 
 
+PACKED_KEYS = ("packed_tokens", "packed_positions", "packed_segment_ids", "pack_index")
+
+
 def token_logprobs(model: Transformer, batch: Batch, temperature: float = 1.0):
-    """log p(tokens[t] | tokens[<t]) for t >= 1, shape [B, T] (position 0 gets 0), and the logits' entropy."""
-    tokens = batch["tokens"]
-    logits = model(
-        tokens, batch.get("positions"), batch.get("segment_ids"), dropout_key=batch.get(DROPOUT_KEY)
-    )[:, :-1]
+    """log p(tokens[t] | tokens[<t]) for t >= 1, shape [B, T] (position 0 gets 0), and the logits' entropy.
+
+    With packed inputs (`alejax.data.packing.packed_model_inputs`: the batch's sequences packed into fewer
+    rows) the model runs on the packed rows and both come back in the [B, T] layout through `pack_index`
+    (0 where a sequence has no token), so the losses never see the packing."""
+    if "pack_index" in batch:
+        packed = _row_logprobs(
+            model,
+            batch["packed_tokens"],
+            batch["packed_positions"],
+            batch["packed_segment_ids"],
+            batch.get(DROPOUT_KEY),
+            temperature,
+        )
+        index = batch["pack_index"]
+        unpack = lambda x: jnp.where(index >= 0, x.reshape(-1)[jnp.maximum(index, 0)], 0.0)  # noqa: E731
+        return tuple(unpack(x) for x in packed)
+    return _row_logprobs(
+        model,
+        batch["tokens"],
+        batch.get("positions"),
+        batch.get("segment_ids"),
+        batch.get(DROPOUT_KEY),
+        temperature,
+    )
+
+
+def _row_logprobs(model, tokens, positions, segment_ids, dropout_key, temperature):
+    logits = model(tokens, positions, segment_ids, dropout_key=dropout_key)[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -235,10 +262,17 @@ def make_train_step(
 
 
 def minibatch_epochs(
-    train_step: Callable, state, arrays: Mapping[str, np.ndarray], *, epochs: int, minibatch_size: int
+    train_step: Callable,
+    state,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    epochs: int,
+    minibatch_size: int,
+    prepare: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
 ):
     """`epochs` passes of shuffled minibatch updates over the rows of `arrays` (PPO-style); the shuffle is
-    seeded by the state's step, so a resumed run repeats it. Returns (state, metrics averaged over updates)."""
+    seeded by the state's step, so a resumed run repeats it. `prepare(minibatch)` may add arrays computed from
+    a minibatch's rows (e.g. their packed layout). Returns (state, metrics averaged over updates)."""
     n = len(next(iter(arrays.values())))
     rng = np.random.default_rng(int(state.step))
     totals: dict[str, list[float]] = {}
@@ -246,7 +280,8 @@ def minibatch_epochs(
         order = rng.permutation(n)
         for i in range(0, n, minibatch_size):
             idx = order[i : i + minibatch_size]
-            state, metrics = train_step(state, {k: v[idx] for k, v in arrays.items()})
+            minibatch = {k: v[idx] for k, v in arrays.items()}
+            state, metrics = train_step(state, prepare(minibatch) if prepare else minibatch)
             for k, v in jax.device_get(metrics).items():
                 totals.setdefault(k, []).append(float(v))
     return state, {k: float(np.mean(v)) for k, v in totals.items()}
