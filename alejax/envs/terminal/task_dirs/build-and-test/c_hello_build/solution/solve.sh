@@ -1,0 +1,2 @@
+#!/bin/bash
+cc -O2 -o hello hello.c

@@ -1,0 +1,9 @@
+#!/bin/bash
+# Reward 1 iff contacts.csv holds the trimmed, non-empty, first-seen rows.
+mkdir -p /logs/verifier
+check() {
+  cd /app || return 1
+  python3 "$TEST_DIR/check.py"
+}
+if check; then reward=1; else reward=0; fi
+echo "$reward" > /logs/verifier/reward.txt

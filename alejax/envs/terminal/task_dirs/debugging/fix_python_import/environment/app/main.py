@@ -1,0 +1,3 @@
+from shapes import circle_area, square_area
+
+print(f"{circle_area(1):.2f} {square_area(3)}")

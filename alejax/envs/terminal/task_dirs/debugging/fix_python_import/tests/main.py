@@ -1,0 +1,4 @@
+from shapes import circle_area, square_area
+
+print(f"{circle_area(1):.2f} {square_area(3)}")
+print(f"{circle_area(2):.2f} {square_area(1.5)}")

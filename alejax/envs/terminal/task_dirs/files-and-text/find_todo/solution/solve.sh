@@ -1,0 +1,2 @@
+#!/bin/bash
+(cd src && grep -rl TODO . | sed 's|^./||' | sort > ../todo.txt)

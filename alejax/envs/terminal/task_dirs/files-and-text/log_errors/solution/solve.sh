@@ -1,0 +1,2 @@
+#!/bin/bash
+awk '$2 == "ERROR"' server.log | wc -l | tr -d ' ' > errors.txt

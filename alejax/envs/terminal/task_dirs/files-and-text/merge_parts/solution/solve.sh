@@ -1,0 +1,2 @@
+#!/bin/bash
+ls parts/part-*.txt | sort -V | xargs cat > whole.txt

@@ -1,0 +1,3 @@
+import config
+
+print(config.DEBUG)

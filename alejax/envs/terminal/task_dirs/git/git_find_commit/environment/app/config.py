@@ -1,0 +1,3 @@
+DEBUG = True
+API_URL = "https://api.example.com"
+API_TOKEN = "dev-only-123"

@@ -1,0 +1,4 @@
+import logging
+
+log = logging.getLogger("app")
+log.setLevel("INFO")

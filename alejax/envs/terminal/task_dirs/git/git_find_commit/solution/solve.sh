@@ -1,0 +1,2 @@
+#!/bin/bash
+git log --format=%H -S API_TOKEN -- config.py | tail -1 > answer.txt

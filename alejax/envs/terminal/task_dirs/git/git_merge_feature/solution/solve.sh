@@ -1,0 +1,2 @@
+#!/bin/bash
+git merge -q --no-edit feature

@@ -1,0 +1,2 @@
+#!/bin/bash
+env | grep '^APP_' | sort > app_env.txt

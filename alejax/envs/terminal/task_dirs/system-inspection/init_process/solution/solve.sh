@@ -1,0 +1,2 @@
+#!/bin/bash
+cat /proc/1/comm > init.txt
