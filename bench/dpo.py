@@ -157,7 +157,7 @@ def run_seed(seed: int, args, out: str) -> dict:
         )
 
     # 3. DPO from SFT (the reference = the SFT policy).
-    dpo = DPOConfig(loss=args.loss, beta=args.beta)
+    dpo = DPOConfig(loss=args.loss, beta=args.beta, nll_coef=args.nll_coef)
     arrays, stats = preference_arrays(tokenizer, pairs, rl.max_length)
     width = arrays["chosen_tokens"].shape[1]
     t0 = time.time()
@@ -241,6 +241,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--loss", default="dpo")
     p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--nll-coef", type=float, default=1.0, help="α of --loss dpo_nll")
     p.add_argument("--batch-size", type=int, default=64, help="episodes decoded at once")
     args = p.parse_args(argv)
     t0 = time.time()

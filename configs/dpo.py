@@ -62,7 +62,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.data.batch_size = 8  # pairs per step
     c.data.eval_fraction = 0.1
 
-    c.dpo = section_of(DPOConfig)  # loss (dpo | dpo_norm | ipo), beta, label_smoothing
+    c.dpo = section_of(DPOConfig)  # loss (dpo | dpo_norm | ipo | dpo_nll), beta, label_smoothing, nll_coef
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 1e-3

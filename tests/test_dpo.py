@@ -67,6 +67,12 @@ def reference(name: str, lc, lr, rc, rr, mc, mr, beta: float, eps: float):
             value = -(1 - eps) * log_sigmoid(h) - eps * log_sigmoid(-h)
             dh = -(1 - eps) * sigmoid(-h) + eps * sigmoid(h)
             dc, dr, margin = dh * beta * mc[p] / n_c, -dh * beta * mr[p] / n_r, h
+        elif name == "dpo_nll":  # DPO + α·(−Σ m_c log π_θ / |c|), α = 1
+            h = beta * (d_c - d_r)
+            nll = -sum(mc[p, t] * lc[p, t] for t in range(lc.shape[1])) / n_c
+            value = -(1 - eps) * log_sigmoid(h) - eps * log_sigmoid(-h) + nll
+            dh = -(1 - eps) * sigmoid(-h) + eps * sigmoid(h)
+            dc, dr, margin = dh * beta * mc[p] - mc[p] / n_c, -dh * beta * mr[p], h
         elif name == "ipo":  # ℓ = (Δc − Δr − 1/(2β))²
             h = d_c - d_r
             value = (h - 1 / (2 * beta)) ** 2
@@ -93,7 +99,7 @@ def random_inputs(rng):
     return lc, lr, rc, rr, *masks
 
 
-@pytest.mark.parametrize("name", ["dpo", "dpo_norm", "ipo"])
+@pytest.mark.parametrize("name", ["dpo", "dpo_norm", "ipo", "dpo_nll"])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_loss_and_gradient_match_numpy(name, eps):
     if name == "ipo" and eps:
@@ -128,8 +134,8 @@ def test_losses_at_the_reference_and_unknown_names():
     for name, want in (("dpo", math.log(2)), ("dpo_norm", math.log(2)), ("ipo", (1 / 0.2) ** 2)):
         loss, metrics = preference_loss(inputs, DPOConfig(loss=name, beta=0.1))
         assert float(loss) == pytest.approx(want, rel=1e-6) and float(metrics["reward_margin"]) == 0.0
-    assert set(PREFERENCE_LOSSES) >= {"dpo", "dpo_norm", "ipo"}
-    with pytest.raises(KeyError, match="known: dpo, dpo_norm, ipo"):
+    assert set(PREFERENCE_LOSSES) >= {"dpo", "dpo_norm", "ipo", "dpo_nll"}
+    with pytest.raises(KeyError, match="known: dpo, dpo_nll, dpo_norm, ipo"):
         get_preference_loss("simpo")
     with pytest.raises(KeyError, match="unknown preference loss"):
         make_dpo_loss(DPOConfig(loss="nope"))

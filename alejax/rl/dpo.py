@@ -36,9 +36,10 @@ SIDES = ("chosen", "rejected")
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig:
-    loss: str = "dpo"  # a name in PREFERENCE_LOSSES: dpo | dpo_norm | ipo
+    loss: str = "dpo"  # a name in PREFERENCE_LOSSES: dpo | dpo_norm | ipo | dpo_nll
     beta: float = 0.1  # β: the KL strength (dpo, dpo_norm); IPO's target margin is 1 / (2β)
     label_smoothing: float = 0.0  # ε (conservative DPO): the share of pairs assumed mislabelled
+    nll_coef: float = 1.0  # α of dpo_nll: weight of the chosen side's per-token negative log-likelihood
 
 
 class PreferenceInputs(NamedTuple):
@@ -93,6 +94,18 @@ def ipo(inputs: PreferenceInputs, config: DPOConfig) -> tuple[Array, Array, Metr
     d_c, d_r, _, _ = _sums(inputs)
     h = d_c - d_r
     return (h - 1.0 / (2.0 * config.beta)) ** 2, config.beta * h, {}
+
+
+@PREFERENCE_LOSSES.register("dpo_nll")
+def dpo_nll(inputs: PreferenceInputs, config: DPOConfig) -> tuple[Array, Array, Metrics]:
+    """DPO plus the chosen side's negative log-likelihood per token (Pang et al. 2024, "Iterative Reasoning
+    Preference Optimization"; RPO): ℓ = DPO + α·(−Σ_t m_t log π_θ(y_c,t) / |y_c|). When chosen and rejected
+    share most of their tokens (two episodes of one task that part at a single action), DPO alone can lower
+    the likelihood of both, and of the greedy path with them; the NLL term holds the chosen one up."""
+    loss, margin, _ = dpo(inputs, config)
+    n_c = jnp.maximum(inputs.chosen_mask.sum(1), 1.0)
+    nll = -(inputs.chosen_logp * inputs.chosen_mask).sum(1) / n_c
+    return loss + config.nll_coef * nll, margin, {"chosen_nll": nll.mean()}
 
 
 def get_preference_loss(name: str) -> PreferenceLossFn:

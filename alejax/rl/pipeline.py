@@ -50,7 +50,7 @@ from alejax.rl.objective import compute_advantages, make_rl_loss
 from alejax.rl.resample import ChunkResampler, ResampleConfig, Teacher
 from alejax.rollout.sampler import Sampler, SamplingConfig, bucket_length
 from alejax.rollout.scheduler import EpisodeRequest, RolloutConfig, RolloutScheduler, build_rollout
-from alejax.rollout.trajectory import TrajectoryBatch, collate
+from alejax.rollout.trajectory import TrajectoryBatch, collate, with_segments
 from alejax.train.state import TrainState
 from alejax.train.step import make_logprob_fn, make_train_step, minibatch_epochs
 
@@ -181,6 +181,11 @@ class RLPipeline:
         accumulates gradients over that many parts (`make_train_step`); the policy loss reports its
         aggregation's denominator, so every aggregation gives the minibatch's gradient (IPA's imitation term,
         a mean over its own tokens, only approximately)."""
+        if config.resample.enabled and rollout is not None and rollout.compress_context:
+            raise ValueError(
+                "rollout.compress_context with rl.resample.enabled: chunk-initialized resampling replays expert "
+                "prefixes turn by turn, which a rewritten history would break; enable one of the two"
+            )
         if config.advantage == "gae" and critic is None:
             raise ValueError("advantage='gae' needs a value model: pass critic=alejax.rl.critic.Critic(...)")
         if config.minibatch_size % microbatches:
@@ -267,6 +272,10 @@ class RLPipeline:
         metrics.update({f"env_pool_{k}": v for k, v in pool_stats(self.env_pool).items()})
         if self.resampler is not None:  # p_k, forks, expert refresh; sets the imitation weights (Eq. 10)
             metrics.update(self.resampler.observe(trajectories))
+        # Context compression forked some episodes: every segment trains, each with the episode's return.
+        metrics["context_forks"] = float(rollout_stats.context_forks)
+        trajectories = with_segments(trajectories)
+        metrics["trajectories"] = float(len(trajectories))  # episodes + context forks
         # Trainer version minus the version that sampled each trajectory (tagged by `_collect`).
         staleness = {id(t): self.policy_version - t.info["policy_version"] for t in trajectories}
         metrics["staleness"] = float(max(staleness.values(), default=0))
@@ -324,7 +333,8 @@ class RLPipeline:
             requests = group_requests(task_seeds, self.config.group_size)
         trajectories, stats = self.scheduler.collect(requests)
         for t in trajectories:
-            t.info["policy_version"] = version
+            for segment in (*t.segments, t):
+                segment.info["policy_version"] = version
         return trajectories, stats, stats.wall_s
 
     def _refill(self, kept, trajectories, task_seeds):
@@ -344,11 +354,12 @@ class RLPipeline:
             rng = np.random.default_rng([*(int(s) for s in task_seeds), rounds])
             seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n)]
             new, _, _ = self._collect(seeds, self.sampler_version)
+            if self.reward_worker is not None:
+                self.reward_worker([t for t in new if not t.aborted])
+            new = with_segments(new)
             for t in new:  # group ids stay unique across rounds
                 t.group_id += next_id
             next_id = max(t.group_id for t in new) + 1
-            if self.reward_worker is not None:
-                self.reward_worker([t for t in new if not t.aborted])
             kept = kept + keep_informative(new, True)
             played, sampled, rounds = played + n, sampled + n, rounds + 1
         keep_groups = sorted(groups(kept))[: cfg.groups_per_step]  # a full batch, not more

@@ -39,6 +39,7 @@ import jax
 import numpy as np
 
 from alejax.agent.chat import EpisodeChat
+from alejax.agent.context import ContextConfig, ContextManager
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.pools import EnvPool, aborted
 from alejax.rollout.sampler import Sampler, SamplingConfig
@@ -82,6 +83,14 @@ class RolloutConfig:
     # decode segment of the other rows runs between calls, so a long observation does not stall their decode
     # (the time to first token of short turns stays short). None: a row's whole pending context at once.
     prefill_chunk: int | None = 512
+    # Context compression inside rollouts (`alejax.agent.context`: old observations truncated once the episode
+    # nears `context.token_budget` tokens, a goal reminder after a compression). When it rewrites what the
+    # policy has seen, the episode forks: the trajectory so far is sealed as a segment (exactly what the
+    # sampler saw), and a new segment starts from the rewritten history, re-prefilled into the same cache row.
+    # Every segment is trained (`Trajectory.segments`; the RL step expands them, each with the episode's
+    # return), as ROLL's prefix aggregation does.
+    compress_context: bool = False
+    context: ContextConfig = ContextConfig()
 
 
 class SlotState(enum.Enum):
@@ -107,6 +116,8 @@ class _Slot:
     action_text: str = ""
     last_decoded: int = -1  # the decode segment that last served this slot (fair turns for decode rows)
     ready_at: float = 0.0  # when the turn's context (observation) was ready to prefill
+    context: list[dict] = dataclasses.field(default_factory=list)  # the messages the current segment renders
+    segments: list[Trajectory] = dataclasses.field(default_factory=list)  # sealed by context rewrites
 
 
 @dataclasses.dataclass
@@ -127,6 +138,7 @@ class RolloutStats:
     time_prefill_s: float = 0.0
     prefill_tokens: int = 0  # tokens the prefill computed
     prefill_tokens_shared: int = 0  # tokens whose KV was copied from a row holding the same prefix
+    context_forks: int = 0  # segments sealed by context compression (`RolloutConfig.compress_context`)
     time_env_wait_s: float = 0.0
     # Per turn: seconds from its observation being ready to its first sampled token (queueing and prefill).
     time_to_first_token_s: list[float] = dataclasses.field(default_factory=list)
@@ -184,6 +196,11 @@ class RolloutScheduler:
         self.eos_id = tokenizer.eos_id
         self.rng = jax.random.key(seed)
         self.cache = sampler.init_cache()
+        self.context = (
+            ContextManager(config.context, lambda text: len(tokenizer.encode(text)))
+            if config.compress_context
+            else None
+        )
         self.slots = [_Slot() for _ in range(sampler.batch_size)]
         self._next_episode_id = 0
         self._segments = 0  # decode segments run (the clock of `_Slot.last_decoded`)
@@ -251,6 +268,7 @@ class RolloutScheduler:
         )
         slot.chat = EpisodeChat(self.tokenizer, self.system_prompt, self.tools)
         slot.position, slot.turn_tokens, slot.action_text = 0, [], ""
+        slot.segments = []
         self._wait_env(slot, self.pool.reset(episode_id, request.task_seed))
 
     def _wait_env(self, slot: _Slot, future: concurrent.futures.Future) -> None:
@@ -286,9 +304,16 @@ class RolloutScheduler:
                 return
             role = info.get("role", self.config.observation_role)
             text = slot.chat.add_turn(slot.action_text, result.observation, role=role)
+            if self.context is not None and traj.prefix_turns >= len(slot.request.prefix):
+                slot.context = slot.context + slot.chat.messages[-2:]
+                view = self.context.view(slot.context)
+                if view != slot.context:  # the history the policy saw is rewritten: fork
+                    traj = self._fork(slot, view)
+                    text = slot.chat.render(add_generation_prompt=True, messages=view)
         else:
             traj.info.update(info)
             text = slot.chat.start(result.observation)
+            slot.context = list(slot.chat.messages)
         tokens = self.tokenizer.encode(text)
         if len(traj.tokens) + len(tokens) + 1 >= self.sampler.max_length:
             # No room for the observation and at least one generated token: end as truncated, keeping
@@ -304,6 +329,24 @@ class RolloutScheduler:
             self._replay_turn(slot, slot.request.prefix[traj.prefix_turns])
             return
         slot.state, slot.ready_at = SlotState.PREFILL, time.perf_counter()
+
+    def _fork(self, slot: _Slot, view: list[dict]) -> Trajectory:
+        """Seal the slot's trajectory as a segment (it ends with the model's last turn: what the sampler
+        saw) and start the next segment of the same episode from the rewritten history `view`, prefilled
+        from position 0 of the slot's cache row. Turn numbering and rewards so far carry over."""
+        sealed = slot.trajectory
+        slot.segments.append(sealed)
+        fork = Trajectory(
+            episode_id=sealed.episode_id,
+            task_seed=sealed.task_seed,
+            group_id=sealed.group_id,
+            turn_rewards=list(sealed.turn_rewards),
+            info=dict(sealed.info),
+            prefix_turns=sealed.n_turns,  # the next sampled turn is chunk n_turns + 1, as without the fork
+        )
+        slot.trajectory, slot.position, slot.context = fork, 0, view
+        self._stats.context_forks += 1
+        return fork
 
     def _replay_turn(self, slot: _Slot, action: str) -> None:
         """Play a prefix action: rendered as the assistant turn a sampler would have produced (text and
@@ -342,6 +385,20 @@ class RolloutScheduler:
             if rendered.startswith(text):
                 traj.add_context(self.tokenizer.encode(rendered[len(text) :]))
         traj.info.setdefault("attempts", slot.attempt)
+        if slot.segments:
+            # Each earlier segment is trained with the episode's outcome (its return and ending).
+            n = len(slot.segments) + 1
+            for k, segment in enumerate(slot.segments):
+                segment.turn_rewards = list(traj.turn_rewards)
+                segment.terminated, segment.truncated, segment.aborted = (
+                    traj.terminated,
+                    traj.truncated,
+                    traj.aborted,
+                )
+                segment.messages = traj.messages
+                segment.info = dict(traj.info, segment=k, segments=n)
+            traj.info.update(segment=n - 1, segments=n)
+            traj.segments = slot.segments
         self.pool.release(traj.episode_id)
         self._done[slot.index] = traj
         self._free(slot)

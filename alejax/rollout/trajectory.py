@@ -37,6 +37,9 @@ class Trajectory:
     prefix_turns: int = 0  # assistant turns replayed from a given prefix before sampling started
     prefix_chunk_id: list[int] = dataclasses.field(default_factory=list)
     il_weight: list[float] = dataclasses.field(default_factory=list)  # empty: no imitation term
+    # Earlier segments of this episode, sealed when context compression rewrote the history (their info
+    # holds `segment` k of `segments`); this trajectory is the last one. See `with_segments`.
+    segments: list["Trajectory"] = dataclasses.field(default_factory=list)
 
     def add_context(self, tokens: Sequence[int]) -> None:
         self.tokens += list(tokens)
@@ -70,6 +73,16 @@ class Trajectory:
     @property
     def n_turns(self) -> int:
         return max(max(self.chunk_id, default=0), self.prefix_turns)
+
+
+def with_segments(trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+    """Each episode's segments, earlier ones first, in episode order: what the trainer trains on (an
+    episode without a context rewrite is its one trajectory). Earlier segments take the episode's
+    reward-model score (set after the rollout) as they took its return."""
+    for t in trajectories:
+        for segment in t.segments:
+            segment.model_reward = t.model_reward
+    return [s for t in trajectories for s in (*t.segments, t)]
 
 
 @dataclasses.dataclass
