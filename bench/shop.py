@@ -1,22 +1,33 @@
-"""ShopSimulator throughput: env steps/s, and search latency at 20k and 200k products.
+"""ShopSimulator: the scripted expert against the baselines in each scenario, env steps/s, search latency.
 
   python bench/shop.py                       # a couple of minutes on a 2-core CPU
-  python bench/shop.py --sizes=20000 --queries=100
+  python bench/shop.py --sizes= --episodes=50          # the scenario tables only (seconds)
 
-Baselines measured in the same run: the same BM25 scores computed by a linear scan over every document
-(`SearchIndex.brute_force_scores`), so the index's speed-up is a ratio. World generation and index build
-times are reported too. The last line is one JSON object.
+1. Per scenario (single, single+persona, multi, multi+persona) and agent (the privileged scripted expert;
+   the baselines first_result and random, measured in the same run): full success, R_strict, R_loose, Right
+   and the paper's failure tags (shares of the wrong purchases), on the hand-written released-schema fixture
+   (tests/data/shop_released, each served task once; its budget-parse counts and the goal-leak scan's
+   coverage too) and on the generated world (500 products, eval split, `--episodes` seeds).
+2. Search: the same BM25 scores computed by a linear scan over every document (`SearchIndex.brute_force_scores`)
+   are the baseline, so the index's speed-up is a ratio; world generation and index build times too.
+3. Env steps/s with the expert policy.
+
+The last line is one JSON object (`by_scenario`: {fixture, generated}: {scenario: {agent: row}}).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
 
+from alejax.envs.shop import leaks
 from alejax.envs.shop.agents import ExpertAgent, run_episode
+from alejax.envs.shop.evaluate import evaluate_all, markdown, rows
+from alejax.envs.shop.loader import get_loaded_world, load_jsonl
 from alejax.envs.shop.pages import ShopEnv
 from alejax.envs.shop.search import get_index
 from alejax.envs.shop.world import get_world
@@ -60,6 +71,36 @@ def search_latency(n_products: int, n_queries: int, n_brute: int) -> dict:
     }
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "tests", "data", "shop_released", "records.jsonl")
+
+
+def scenario_tables(fixture: str, episodes: int, n_products: int = 500) -> dict:
+    """Expert and baselines per scenario on the released-schema fixture (every served task once) and on the
+    generated world (`episodes` seeds of its eval split): printed tables, and their rows for the JSON."""
+    report = get_loaded_world(fixture).report
+    print(f"fixture {os.path.relpath(fixture, ROOT)}: {report.summary()}")
+    fixture_results = evaluate_all(0, data_path=fixture, split="all")
+    print(f"\nfixture, each served task once ({report.n_tasks} tasks):\n{markdown(fixture_results, False)}\n")
+    world_results = evaluate_all(episodes, n_products=n_products, split="eval")
+    print(f"generated world (seed 0, {n_products} products, eval split, {episodes} episodes per cell):")
+    print(markdown(world_results) + "\n", flush=True)
+    with open(fixture, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    leak = leaks.scan(load_jsonl(fixture, "no_price_term"), records)  # every record's task, budgetless too
+    print(f"fixture {leak.summary()}\n", flush=True)
+    return {
+        "leak_scan": leak.as_dict(),
+        "fixture_budget": {
+            "records": report.n_records,
+            "parsed": report.n_budget_parsed,
+            "kinds": dict(sorted(report.budget_kinds.items())),
+            "unparsed": report.budget_unparsed,
+        },
+        "by_scenario": {"fixture": rows(fixture_results), "generated": rows(world_results)},
+    }
+
+
 def env_steps_per_s(n_episodes: int, scenario: str = "single", n_products: int = 500) -> float:
     env = ShopEnv(scenario, n_products=n_products)
     run_episode(env, ExpertAgent(), 0)  # warm (index built, caches filled)
@@ -72,13 +113,16 @@ def env_steps_per_s(n_episodes: int, scenario: str = "single", n_products: int =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="20000,200000")
+    parser.add_argument("--sizes", default="20000,200000", help="world sizes for search latency ('': none)")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--brute", type=int, default=20, help="queries timed with the linear-scan baseline")
-    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument(
+        "--episodes", type=int, default=200, help="episodes per scenario table cell and env rate"
+    )
+    parser.add_argument("--fixture", default=FIXTURE, help="released-schema JSONL for the first table")
     args = parser.parse_args()
-    out = {}
-    for n in [int(s) for s in args.sizes.split(",")]:
+    out = scenario_tables(args.fixture, args.episodes)
+    for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
         r = search_latency(n, args.queries, args.brute)
         tag = f"{n // 1000}k"
         print(

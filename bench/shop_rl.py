@@ -2,6 +2,8 @@
 
   python bench/shop_rl.py                                  # seeds 0, 1, 2 -> runs/shop_rl
   python bench/shop_rl.py --seeds 5 --out DIR -- --config.rl.steps=40     # quickstart overrides after --
+  python bench/shop_rl.py --tiny --seeds 2 --out /tmp/shop_rl_tiny   # the four_scenarios_test preset: a
+                                                           # minute a seed, nothing learns; checks the wiring
 
 Each seed is the four-scenario quickstart (`python -m alejax.main --config=configs/quickstart.py:four_scenarios
 --config.seed=S --config.workdir=OUT/seedS`) in its own process, through bench/quickstart_seeds.py (a seed
@@ -25,7 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import quickstart_seeds  # noqa: E402  (the multi-seed driver next to this file)
 
+SCENARIO_NAMES = ("single", "single_persona", "multi", "multi_persona")
+
 PRESET = "four_scenarios"
+TINY_PRESET = "four_scenarios_test"  # --tiny: every stage and scenario in seconds (one held-out task each)
 
 
 def headline(result: dict) -> dict:
@@ -55,11 +60,17 @@ def main(argv=None) -> dict:
     own, rest = (argv[: argv.index("--")], argv[argv.index("--") :]) if "--" in argv else (argv, [])
     if any(a == "--preset" or a.startswith("--preset=") for a in own):
         raise SystemExit(
-            f"bench/shop_rl.py runs the {PRESET} preset; for another, use bench/quickstart_seeds.py"
+            f"bench/shop_rl.py runs the {PRESET} preset (--tiny: {TINY_PRESET}); for another, use "
+            "bench/quickstart_seeds.py"
         )
+    preset = TINY_PRESET if "--tiny" in own else PRESET
+    own = [a for a in own if a != "--tiny"]
     if not any(a == "--out" or a.startswith("--out=") for a in own):
         own += ["--out", os.path.join(quickstart_seeds.ROOT, "runs", "shop_rl")]
-    out = headline(quickstart_seeds.main([*own, "--preset", PRESET, *rest]))
+    out = headline(quickstart_seeds.main([*own, "--preset", preset, *rest]))
+    missing = [s for s in SCENARIO_NAMES if s not in out["by_scenario"]]
+    if missing:
+        raise SystemExit(f"the runs reported no per-scenario results for {', '.join(missing)}")
     print(
         f"\nSFT {100 * out['sft_success']:.1f}% -> SFT+RL {100 * out['sft_rl_success']:.1f}% full success "
         f"(x{out['sft_rl_over_sft'] or float('nan'):.2f}); paired gain {100 * out['paired_gain']:+.1f} points, "

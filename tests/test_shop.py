@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from alejax.envs import make
-from alejax.envs.shop import catalog, pages
+from alejax.envs.shop import catalog, leaks, pages
 from alejax.envs.shop.actions import SEP, Action, parse_action
 from alejax.envs.shop.agents import AGENTS, ExpertAgent, run_episode
+from alejax.envs.shop.evaluate import evaluate_all, markdown, rows, write_section
 from alejax.envs.shop.loader import load_jsonl, write_jsonl
 from alejax.envs.shop.metrics import aggregate, pass_hat_k_mean
 from alejax.envs.shop.scoring import Score, score_purchase
@@ -207,6 +208,14 @@ def test_goal_never_leaks(scenario):
     assert set(info) == {"step", "valid", "page"}
 
 
+def test_the_leak_scan_passes_on_generated_tasks(world):
+    """alejax.envs.shop.leaks over 12 held-out generated tasks per scenario, every agent, both views."""
+    report = leaks.scan(world, split="eval", limit=12)
+    assert report.findings == [], "\n".join(map(str, report.findings[:10]))
+    assert [c["episodes"] for c in report.coverage.values()] == [12 * 2 * 4] * 4
+    assert all(c["replayed"] == c["observations"] for c in report.coverage.values())
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_expert_reaches_full_success(scenario):
     env = pages.ShopEnv(scenario, split="eval")
@@ -374,3 +383,25 @@ def test_compact_view_is_shorter_and_clicks_results_by_position():
     assert not info["valid"]
     with pytest.raises(ValueError, match="view"):
         pages.ShopEnv("single", view="tiny")
+
+
+def test_evaluation_table_has_every_scenario_agent_and_failure_tag(tmp_path):
+    results = evaluate_all(5, n_products=500, split="eval")
+    text = markdown(results)
+    assert text.count("\n") == 1 + len(SCENARIOS) * len(AGENTS)
+    assert "persona under-use %" in text and "after refusal %" in text
+    data = rows(results)
+    assert data["single"]["expert"]["success"] == 1.0 and data["single"]["expert"]["wrong_purchases"] == 0
+    assert data["single"]["first_result"]["bought_without_checking_details"] == 1.0
+    assert data["single"]["random"]["bought_after_refusal"] is None  # cannot happen without a shopper
+    assert data["multi"]["random"]["persona_under_use"] is None
+    assert data["multi_persona"]["random"]["persona_under_use"] is not None
+    # --write refreshes only its own block of a markdown file.
+    doc = tmp_path / "doc.md"
+    doc.write_text("# head\n\n<!-- shop-table:generated -->\nold\n<!-- /shop-table:generated -->\n\ntail\n")
+    write_section(str(doc), "generated", "new table")
+    write_section(str(doc), "records", "records table")
+    assert doc.read_text() == (
+        "# head\n\n<!-- shop-table:generated -->\nnew table\n<!-- /shop-table:generated -->\n\ntail\n\n"
+        "<!-- shop-table:records -->\nrecords table\n<!-- /shop-table:records -->\n"
+    )

@@ -3,7 +3,7 @@ budgets; and every generated instruction's budget read back exactly."""
 
 import pytest
 
-from alejax.envs.shop.budget import AROUND_TOLERANCE, chinese_number, parse_budget
+from alejax.envs.shop.budget import AROUND_TOLERANCE, approx_range, chinese_number, parse_budget
 from alejax.envs.shop.world import get_world
 
 
@@ -49,6 +49,15 @@ UP = 1 + AROUND_TOLERANCE
         ("预算五块以内", 5, "upper", "预算五块以内"),
         ("一百块的就行", 100, "amount", "一百块"),
         ("两块手表，预算一千", 1000, "upper", "预算一千"),
+        ("预算1,500元", 1500, "upper", "预算1,500元"),
+        ("价位三四百", 400, "range", "价位三四百"),
+        ("两三百块的就行", 300, "range", "两三百块"),
+        ("一两千块", 2000, "range", "一两千块"),
+        ("三百多块", 300 * UP, "around", "三百多块"),
+        ("两百来块钱", 200 * UP, "around", "两百来块钱"),
+        ("价格区间200-300", 300, "range", "价格区间200-300"),
+        ("最多能接受两百", 200, "upper", "最多能接受两百"),
+        ("一千块以上的不要，预算八百以内", 800, "upper", "预算八百以内"),
     ],
 )
 def test_budget_phrasings(text, upper, kind, words):
@@ -61,7 +70,8 @@ def test_budget_phrasings(text, upper, kind, words):
 @pytest.mark.parametrize(
     "text",
     ["预算一般，别太贵", "1.5m的床，500g以内", "39码的鞋，0-6个月", "要两米的", "买两条", "1-3岁宝宝", "一块蛋糕",
-     "张一元的茶叶", "价格十分实惠", "价位三四百", "价格合适就行", "近14天搜索过", "500ml以内的瓶子", "360行车记录仪"],
+     "张一元的茶叶", "价格十分实惠", "价位三五百", "价格合适就行", "近14天搜索过", "500ml以内的瓶子", "360行车记录仪",
+     "预算1000以上", "1000元以上的", "300元起", "买三百多个", "一千多"],
 )  # fmt: skip
 def test_numbers_that_are_not_budgets(text):
     assert parse_budget(text) is None
@@ -70,6 +80,11 @@ def test_numbers_that_are_not_budgets(text):
 def test_a_range_keeps_both_ends_and_the_first_phrase_wins():
     budget = parse_budget("预算两百到三百，不超过五百")
     assert (budget.lower, budget.upper, budget.amount) == (200, 300, 300)
+    budget = parse_budget("价位三四百")  # a Chinese range in one word
+    assert (budget.lower, budget.upper) == (300, 400)
+    assert (
+        approx_range("五六十") == (50, 60) and approx_range("三五百") is None and approx_range("两百") is None
+    )
 
 
 def test_every_generated_instruction_states_its_own_budget():

@@ -1,7 +1,8 @@
 """ShopSimulator on records in the released schema: the hand-written fixture in tests/data/shop_released/
 (21 records, 7 leaf categories, standard and persona tasks, two- and three-axis options, both pricing
 shapes, dirty personas) against its hand-written answer key, end to end through env actions; the goal-leak
-scan over every scenario x record x observation; the LLM shopper on stand-in and alejax policies."""
+scan (`alejax.envs.shop.leaks`) over every scenario x view x record x observation, and the leaks it must
+catch; the failure tags; the published fixture table; the LLM shopper on stand-in and alejax policies."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import numpy as np
 import pytest
 
 from alejax.envs import make
-from alejax.envs.shop import catalog, pages, persona
+from alejax.envs.shop import catalog, leaks, pages, persona
 from alejax.envs.shop.actions import BUY, NEXT, SEP, parse_observation
-from alejax.envs.shop.agents import AGENTS, ExpertAgent
+from alejax.envs.shop.agents import ExpertAgent
 from alejax.envs.shop.catalog import mentions
+from alejax.envs.shop.evaluate import table
+from alejax.envs.shop.leaks import channels, goal_forms, hidden_texts
 from alejax.envs.shop.loader import load_jsonl, load_records
+from alejax.envs.shop.metrics import failure_rates
 from alejax.envs.shop.shopper import (
     HABIT,
     REFUSAL,
@@ -47,7 +51,7 @@ def index_of(world, asin: str) -> int:
 
 
 # ---- the report and the per-task answers -------------------------------------------------------------
-def test_report_matches_the_answer_key(worlds):
+def test_report_matches_the_answer_key(worlds, capsys):
     want = KEY["report"]
     for mode, world in worlds.items():
         report = world.report
@@ -62,6 +66,8 @@ def test_report_matches_the_answer_key(worlds):
         }
         assert sum(map(len, others.values())) == want["other_issues"], others
         assert "FX-C3, FX-F2" in report.summary()
+    with capsys.disabled():  # the budget-parse counts on the fixture
+        print(f"\nfixture budgets: {worlds['exclude'].report.summary()}")
     excluded = worlds["exclude"]
     assert [excluded.task(index_of(excluded, a)) for a in want["budget_unparsed"]] == [None, None]
     with pytest.raises(ValueError, match=r"2 tasks state no budget.*FX-C3, FX-F2"):
@@ -113,13 +119,26 @@ def test_options_listed_without_names_keep_their_axis(worlds):
     )
     reply = shopper.reply("尺码呢？")
     assert [s.value for s in reply.revealed] == ["L"]
-    # A bare value offered on two axes is reported and put on the first; a value offered nowhere too.
+    # A bare value offered on two axes goes to the axis its clause names (套餐选标准的就行); a value offered
+    # nowhere is reported.
     record = json.loads(RECORDS.read_text(encoding="utf-8").splitlines()[6])  # FX-B3: 标准 on 规格 and 套餐
-    record["instructions"][0]["instruction_options"] = ["灰色", "标准", "紫色"]
+    record["instructions"][0]["instruction_options"] = ["灰色", "标准", "高配", "紫色"]
     loaded = load_records([record])
-    assert loaded.task(0).options == {"颜色分类": "灰色", "规格": "标准", "选项": "紫色"}
-    assert loaded.report.issues["option_axis_ambiguous"] == ["FX-B3"]
+    assert loaded.task(0).options == {"颜色分类": "灰色", "套餐": "标准", "规格": "高配", "选项": "紫色"}
+    assert loaded.report.issues["option_axis_ambiguous"] == []
     assert loaded.report.issues["option_not_offered"] == ["FX-B3"]
+    assert RuleShopper(loaded.task(0)).reply("套餐呢？").revealed[0].value == "标准"
+    # An attribute no bullet states keeps a family too: the axis offering it, or a colour word's.
+    a1 = json.loads(RECORDS.read_text(encoding="utf-8").splitlines()[0])
+    a1["instructions"][0]["attributes"] = ["纯棉", "蓝色", "奶白色", "收腰"]
+    families = {s.value: s.family for s in load_records([a1]).task(0).slots if s.kind == "att"}
+    assert families == {"纯棉": "材质", "蓝色": "颜色", "奶白色": "颜色", "收腰": "版型"}
+    # Its clause names no axis: reported, and put on the first axis no other goal value holds.
+    record["instructions"][0]["instruction"] = "要头戴式的主动降噪耳机，灰色，高配，标准，价格六百左右。"
+    record["instructions"][0]["instruction_options"] = ["灰色", "标准", "高配"]
+    loaded = load_records([record])
+    assert loaded.task(0).options == {"颜色分类": "灰色", "规格": "高配", "套餐": "标准"}
+    assert loaded.report.issues["option_axis_ambiguous"] == ["FX-B3"]
 
 
 def test_personas_keep_their_sections_and_lose_hidden_keys(worlds):
@@ -141,14 +160,6 @@ def test_personas_keep_their_sections_and_lose_hidden_keys(worlds):
         assert "__" not in shown and "NULL" not in shown and "null" not in shown
         assert not any(text in shown for text in hidden_texts(r["user_persona"]))
     assert len(hidden_texts(raw[index_of(world, "FX-D1")]["user_persona"])) == 1
-
-
-def hidden_texts(raw_persona) -> list[str]:
-    """The explanations under a record's `__` keys (short ones, such as an answer 5kg, may rightly appear in
-    the clue field itself)."""
-    raw_persona = json.loads(raw_persona) if isinstance(raw_persona, str) else (raw_persona or {})
-    texts = [persona.text_of(v) for k, v in raw_persona.items() if k.startswith("__")]
-    return [t for t in texts if len(t) > 8]
 
 
 def test_clue_problems_are_reported():
@@ -297,129 +308,189 @@ def test_hand_scored_purchases_reproduce(worlds):
             assert got[name] == pytest.approx(value, abs=1e-6), (case["why"], name, got)
 
 
+def test_failure_tags_of_hand_made_purchases(worlds):
+    """The paper's failure tags on purchases made through env actions, as the answer key tags them by hand."""
+    world = worlds["exclude"]
+    for case in KEY["failure_tags"]:
+        env = pages.ShopEnv(case["scenario"], world=world, split="all")
+        env.reset(0, task=index_of(world, case["task"]))
+        if case.get("propose"):
+            obs, *_ = env.step("ask[现在就下单可以吗？]")
+            assert REFUSAL in channels(obs)["shopper"][0]
+        product = index_of(world, case["buy"])
+        obs = open_item(env, product)
+        for axis, value in case["selected"].items():
+            obs, *_ = env.step(f"click[{env.option_label(axis, value)}]")
+        if case["details"]:
+            env.step("click[features]")
+            env.step("click[< prev]")
+        _, _, terminated, _, info = env.step(f"click[{BUY}]")
+        assert terminated and info["bought"] and info["success"] == bool(case["success"]), case["why"]
+        assert sorted(info["tags"]) == sorted(case["tags"]), (case["why"], info["tags"])
+    # failure_rates: each tag as a share of the wrong purchases only.
+    rates = failure_rates(
+        [{"bought": True, "success": False, "tags": ["persona_under_use"]},
+         {"bought": True, "success": False, "tags": []}, {"bought": True, "success": True, "tags": []},
+         {"bought": False, "tags": ["step_cap"]}]
+    )  # fmt: skip
+    assert (rates["purchases"], rates["wrong_purchases"], rates["persona_under_use"]) == (3, 2, 0.5)
+
+
+def test_two_priced_axes_add_up_to_the_listed_max():
+    """Three option axes, two of which change the price: each selection prices as base + the chosen values'
+    surcharges (capped at the listed max); the range shows until both priced axes are chosen."""
+    record = json.loads(RECORDS.read_text(encoding="utf-8").splitlines()[4])  # FX-B1: 颜色分类, 规格, 套餐
+    record = {**record, "pricing": [299, 449]}
+    record["customization_options"] = {
+        "颜色分类": [{"value": "黑色", "price": 299}, {"value": "白色", "price": 299}],
+        "规格": [{"value": "标准版", "price": 299}, {"value": "Pro版", "price": 399}],
+        "套餐": [{"value": "官方标配", "price": 299}, {"value": "标配+保护套", "price": 349}],
+    }
+    product = load_records([record]).product(0)
+    assert sorted(product.price_axes()) == ["套餐", "规格"]
+    want = {
+        (): "¥299 to ¥449",
+        (("颜色分类", "白色"),): "¥299 to ¥449",
+        (("规格", "Pro版"),): "¥299 to ¥449",  # the price still depends on 套餐
+        (("规格", "Pro版"), ("套餐", "官方标配")): "¥399",
+        (("规格", "标准版"), ("套餐", "标配+保护套")): "¥349",
+        (("规格", "Pro版"), ("套餐", "标配+保护套"), ("颜色分类", "黑色")): "¥449",
+    }
+    for selection, shown in want.items():
+        assert pages.price_text(product, dict(selection)) == shown, selection
+    capped = load_records([{**record, "pricing": [299, 419]}]).product(0)
+    # Never above the shop's own max.
+    assert capped.price_with({"规格": "Pro版", "套餐": "标配+保护套"}) == 419
+
+
+def test_persona_paths_and_nested_hidden_keys():
+    raw = {
+        "人口属性": {"性别": "女", "__why__": "解释", "年龄": None},
+        "兴趣偏好": {"颜色偏好": "  豆沙色 ", "品牌偏好": {"口红": "朱颜", "__label__": "朱颜"}},
+        "__reasoning__": "颜色偏好",
+    }
+    view = persona.visible(raw)
+    assert view == {
+        "人口属性": {"性别": "女"},
+        "兴趣偏好": {"颜色偏好": "豆沙色", "品牌偏好": {"口红": "朱颜"}},
+    }
+    assert persona.field(view, "兴趣偏好-颜色偏好") == "豆沙色"
+    assert persona.field(view, "颜色偏好") == "豆沙色"  # a bare field name held by one section
+    assert persona.field({"a": {"x": 1}, "b": {"x": 2}}, "x") is None  # ambiguous: names nothing
+    assert persona.field(view, "兴趣偏好-口红") is None
+
+
+def test_the_published_fixture_table_reproduces(monkeypatch):
+    """docs/shop.md's table of the scripted agents on this fixture is what the evaluation prints now; the
+    privileged expert's row is the hand-known one (100 everywhere, no wrong purchase)."""
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)
+    docs = (root / "docs" / "shop.md").read_text(encoding="utf-8")
+    published = re.search(
+        r"<!-- shop-table:records -->\n(.*?)\n<!-- /shop-table:records -->", docs, re.DOTALL
+    )
+    assert published, "docs/shop.md has no fixture table"
+    assert table(0, split="all", data_path="tests/data/shop_released/records.jsonl") == published[1]
+    experts = [line for line in published[1].splitlines() if line.split(" | ")[1:2] == ["expert"]]
+    assert len(experts) == 4 and all(line.count("100.0 [100.0, 100.0]") == 4 for line in experts)
+    assert all(f" 0 / {n} " in line for line, n in zip(experts, (19, 5, 19, 5)))
+
+
 # ---- nothing that names the goal reaches the agent ------------------------------------------------
-class ProberAgent:
-    """Asks about every family in the lexicon, generically, and proposes, then buys the first result: the
-    questions a curious policy could ask (in single-turn scenarios they are reported invalid actions)."""
-
-    def reset(self, env, observation: str) -> None:
-        self.env = env
-        self.questions = [f"{words[0]}有要求吗？" for words in catalog.FAMILY_KEYWORDS.values()]
-        self.questions += ["还有别的吗？", "还有其他要求吗？", "补充一下？", "可以下单吗？", "随便聊聊"]
-        self.first = AGENTS["first_result"]()
-        self.first.reset(env, observation)
-
-    def act(self, observation: str) -> str:
-        if self.questions:
-            return f"ask[{self.questions.pop(0)}]"
-        return self.first.act(observation)
-
-
-def channels(observation: str) -> dict[str, list[str]]:
-    """An observation's text by channel: shopper lines, persona, instruction, and the page itself."""
-    parts = observation.split("\n")[0].split(SEP)
-    out = {"shopper": [], "persona": [], "instruction": [], "page": []}
-    k = 0
-    while k < len(parts):
-        marker = {"Shopper:": "shopper", "Persona:": "persona", "Instruction:": "instruction"}.get(parts[k])
-        if marker and k + 1 < len(parts):
-            out[marker].append(parts[k + 1])
-            k += 2
-        else:
-            out["page"].append(parts[k])
-            k += 1
-    out["page"] += observation.split("\n")[1:]
-    return out
+def scan_both(worlds, **kwargs) -> leaks.LeakReport:
+    """The leak scan over both budget modes' worlds (the no_price_term one serves the two budgetless tasks)."""
+    records = [json.loads(line) for line in RECORDS.read_text(encoding="utf-8").splitlines()]
+    reports = [leaks.scan(world, records, **kwargs) for world in worlds.values()]
+    coverage = {}
+    for report in reports:
+        for scenario, cell in report.coverage.items():
+            into = coverage.setdefault(
+                scenario, {"records": set(), "episodes": 0, "observations": 0, "replayed": 0}
+            )
+            into["records"] |= cell["records"]
+            for key in ("episodes", "observations", "replayed"):
+                into[key] += cell[key]
+    return leaks.LeakReport(coverage, [f for r in reports for f in r.findings])
 
 
-def goal_forms(task) -> dict[str, list[str]]:
-    atts = list(task.attributes)
-    opts = list(task.options.values())
-    budget = [f for s in task.slots if s.kind == "budget" for f in s.forms]
-    clue = list(task.clue.forms) if task.clue is not None else []
-    return {"att": atts, "opt": opts, "budget": budget, "clue": clue}
-
-
-def play(env, agent, task: int) -> tuple[list[str], list[str], list[dict]]:
-    """One episode on product `task`'s task: every observation, action and info."""
-    obs, info = env.reset(7, task=task)
-    agent.reset(env, obs)
-    seen, taken, infos = [obs], [], [info]
-    done = False
-    while not done:
-        taken.append(agent.act(obs))
-        obs, _, terminated, truncated, info = env.step(taken[-1])
-        done = terminated or truncated
-        seen.append(obs)
-        infos.append(info)
-    return seen, taken, infos
-
-
-def assert_withheld(
-    env, task, hidden: list[str], seen: list[str], taken: list[str], infos: list[dict]
-) -> None:
-    """What the scenario withholds is in none of the observations of one episode."""
-    multi, with_persona = env.scenario.multi_turn, env.scenario.persona
-    forms = goal_forms(task)
-    every_goal_form = [f for group in forms.values() for f in group]
-    fixed_text = [env.system_prompt, json.dumps(env.tools, ensure_ascii=False)]
-    # The target id, reason_key, hidden persona keys and their explanations: never anywhere.
-    for text in seen + fixed_text:
-        assert task.asin not in text and "__" not in text, text
-        assert not any(h in text for h in hidden) and not (task.reason_key and task.reason_key in text)
-    assert not any(mentions(text, f) for text in fixed_text for f in every_goal_form)
-    assert all(set(info) <= {"step", "valid", "page", "scenario", "split"} for info in infos[:-1])
-    first = channels(seen[0])
-    if multi:  # the opening says the type only: no attribute, option, budget or clue
-        assert len(first["shopper"]) == 1 and first["instruction"] == []
-        assert not any(mentions(first["shopper"][0], f) for f in every_goal_form), first
-    else:
-        assert first["instruction"] == [task.instruction_persona if with_persona else task.instruction]
-        assert first["shopper"] == []
-    if with_persona:  # the clue lives in the persona, and only there
-        assert not any(mentions(text, f) for text in first["instruction"] for f in forms["clue"])
-        assert any(mentions(first["persona"][0], f) for f in forms["clue"])
-    else:
-        assert first["persona"] == []
-    # Each shopper reply names only what was asked about (a generic question: one piece), never the clue
-    # with a persona; a search page in multi-turn carries no instruction.
-    known = tuple(dict.fromkeys(s.family for s in task.slots))
-    for action, observation in zip(taken, seen[1:]):
-        said = channels(observation)["shopper"]
-        if said:
-            assert multi and action.startswith("ask[")
-            named = [s for s in task.slots if any(mentions(said[0], f) for f in s.forms)]
-            asked = families_in(action, known)
-            assert all(s.family in asked for s in named) or (not asked and len(named) <= 1), (action, said)
-            assert not (with_persona and any(mentions(said[0], f) for f in forms["clue"])), (action, said)
-        page = channels(observation)["page"]
-        if multi and page[:1] == ["WebShop"]:
-            assert page[:2] == ["WebShop", "Search"]
+LEAK_COVERAGE: dict = {}  # filled by test_no_observation_names_the_goal (records x scenarios x observations)
 
 
 def test_no_observation_names_the_goal(worlds, capsys):
-    agents = [ExpertAgent, AGENTS["first_result"], AGENTS["random"], ProberAgent]
-    raw = {r["asin"]: r for r in map(json.loads, RECORDS.read_text(encoding="utf-8").splitlines())}
-    counts = {s: [0, 0] for s in SCENARIOS}  # scenario -> [episodes, observations]
-    records = set()
-    for world in worlds.values():
-        for scenario in SCENARIOS:
-            env = pages.ShopEnv(scenario, world=world, split="all")
-            for i in env._pool:  # every task the scenario serves
-                task = world.task(int(i))
-                records.add(task.asin)
-                for agent_class in agents:
-                    seen, taken, infos = play(env, agent_class(), int(i))
-                    assert_withheld(
-                        env, task, hidden_texts(raw[task.asin]["user_persona"]), seen, taken, infos
-                    )
-                    counts[scenario][0] += 1
-                    counts[scenario][1] += len(seen)
-    assert records == set(raw)
-    assert [counts[s][0] for s in SCENARIOS] == [4 * (19 + 21), 4 * (5 + 5)] * 2
+    report = scan_both(worlds)
+    LEAK_COVERAGE.update(report.as_dict())
+    assert report.findings == [], "\n".join(map(str, report.findings[:10]))
+    coverage = report.coverage
+    raw_ids = {json.loads(line)["asin"] for line in RECORDS.read_text(encoding="utf-8").splitlines()}
+    assert report.records == raw_ids  # every record's task, the two without a budget too (no_price_term)
+    # Tasks served (19 + 21 standard, 5 + 5 persona) x 4 agents x 2 views.
+    assert [coverage[s]["episodes"] for s in SCENARIOS] == [8 * (19 + 21), 8 * (5 + 5)] * 2
+    assert [len(coverage[s]["records"]) for s in SCENARIOS] == [21, 5, 21, 5]
+    assert all(c["replayed"] == c["observations"] for c in coverage.values())
+    assert report.observations > 10000
     with capsys.disabled():
-        cells = ", ".join(f"{s} {e} episodes / {o} observations" for s, (e, o) in counts.items())
-        print(f"\nleak scan: {len(records)} records; {cells}")
+        print(f"\n{report.summary()}")
+
+
+@pytest.mark.parametrize(
+    "leak, what",
+    [
+        ("opening", "the opening names a goal piece"),
+        ("persona_key", "a hidden persona key or its explanation"),
+        ("page_marks_target", "the page depends on the task"),
+        ("clue_in_reply", "the shopper says the persona's clue"),
+        ("option_preselected", "the page depends on the task"),
+    ],
+)
+def test_the_leak_scan_catches_leaks(worlds, monkeypatch, leak, what):
+    """Each kind of leak, planted on purpose, is found (so a clean scan means something)."""
+    world = worlds["exclude"]
+    if leak == "opening":  # a simplified instruction naming the target options used as the opening line
+        monkeypatch.setattr(world.task(index_of(world, "FX-A4")), "opening", "想买一条碎花连衣裙，XL码的。")
+    elif leak == "persona_key":  # the persona shown raw, `__reasoning__` and all
+        raw = json.loads(RECORDS.read_text(encoding="utf-8").splitlines()[10])  # FX-D1
+        monkeypatch.setattr(world.task(index_of(world, "FX-D1")), "persona", raw["user_persona"])
+        monkeypatch.setattr(pages.persona, "visible", lambda p: p)
+    elif leak in ("page_marks_target", "option_preselected"):
+        real_reset, real_click, real_price = pages.ShopEnv.reset, pages.ShopEnv._click, pages.price_text
+        target = {}
+
+        def reset(self, seed, task=None):
+            out = real_reset(self, seed, task=task)
+            target["task"] = self.task
+            return out
+
+        def click(self, value):  # opening the target's item page selects the goal options
+            real_click(self, value)
+            if self.page == "item" and self.item == target["task"].target and not self.selected:
+                self.selected = dict(target["task"].options)
+
+        monkeypatch.setattr(pages.ShopEnv, "reset", reset)
+        if leak == "option_preselected":
+            monkeypatch.setattr(pages.ShopEnv, "_click", click)
+        else:  # results pages star the target: no goal word, no id
+            monkeypatch.setattr(
+                pages,
+                "price_text",
+                lambda product, selected=None: (
+                    real_price(product, selected) + (" ★" if product.index == target["task"].target else "")
+                ),
+            )
+    else:  # the persona shopper says the clue when asked about its family
+        real_reply = RuleShopper.reply
+
+        def blurt(self, utterance):
+            reply = real_reply(self, utterance)
+            if self.persona and self.task.clue is not None and "口味" in utterance:
+                reply.text = self.task.clue.phrase + "。"
+            return reply
+
+        monkeypatch.setattr(RuleShopper, "reply", blurt)
+    records = [json.loads(line) for line in RECORDS.read_text(encoding="utf-8").splitlines()]
+    agents = {"expert": ExpertAgent, "prober": leaks.ProberAgent}
+    report = leaks.scan(world, records, agents=agents, views=("standard",))
+    assert any(f.what.startswith(what) for f in report.findings), report.summary()
+    assert what in report.summary()
 
 
 def test_shopper_openings_withhold_the_goal(worlds):
@@ -495,6 +566,8 @@ def test_llm_shopper_on_a_stand_in_model(worlds):
     assert reply.text == "豆沙色。" and [s.value for s in reply.revealed] == ["豆沙色"]
     assert [m["role"] for m in shopper.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert shopper.reply("还有吗？").text == "没有其他要求了。"  # a "顾客：" prefix is stripped
+    doubled = LLMShopper(task, lambda messages: "好的，，预算两百块以内！！")
+    assert doubled.reply("预算呢？").text == "好的，预算两百块以内！"
     # A reply naming what the scenario withholds is replaced by the habit line.
     leaky = LLMShopper(task, lambda messages: "您可以选豆沙色", persona=True)
     assert leaky.reply("颜色呢？").text == HABIT + "。"
@@ -543,6 +616,32 @@ def test_llm_shopper_backed_by_an_alejax_policy(worlds):
         pages.ShopEnv("multi", world=worlds["exclude"], shopper="llm", shopper_policy="/no/such/model")
     with pytest.raises(ValueError, match="shopper='gpt'"):
         pages.ShopEnv("multi", world=worlds["exclude"], shopper="gpt")
+
+
+@pytest.mark.slow
+def test_llm_shopper_on_an_alejax_model_checkpoint(worlds, tmp_path):
+    """`shopper_policy` as a model spec: a (tiny, untrained) checkpoint loaded by alejax's model_policy plays
+    the shopper. Whatever it says, a reply is one sentence and never names the target id or the clue."""
+    from alejax.data.synthetic import generate_corpus
+    from alejax.data.tokenizer import train_bpe
+    from alejax.models import ModelConfig, create_model, save_pretrained
+
+    tokenizer = train_bpe(generate_corpus(100, seed=0), vocab_size=400)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                         head_dim=16, mlp_dim=64, max_position_embeddings=2048)  # fmt: skip
+    save_pretrained(create_model(config), tmp_path / "shopper")
+    tokenizer.save(tmp_path / "shopper")
+    env = pages.ShopEnv(
+        "multi_persona", world=worlds["exclude"], shopper="llm", shopper_policy=str(tmp_path / "shopper")
+    )
+    env.reset(0, task=index_of(env.world, "FX-E1"))
+    assert isinstance(env.shopper, LLMShopper)
+    for question in ("颜色有要求吗？", "可以下单吗？"):
+        obs, _, _, _, info = env.step(f"ask[{question}]")
+        said = channels(obs)["shopper"]
+        assert info["valid"] and len(said) == 1 and said[0] and said[0][-1] in "。！？!?", said
+        assert not DOUBLED.search(said[0]) and not mentions(said[0], "豆沙色") and "FX-E1" not in said[0]
+    assert [m["role"] for m in env.shopper.messages] == ["system", "user", "assistant", "user", "assistant"]
 
 
 # ---- construction by name, for training later, and bad input ----------------------------------------

@@ -11,7 +11,7 @@
 Modules: `catalog` (vocabulary), `world` (generator, tasks, personas), `search` (BM25 index), `pages` (the
 env), `actions` (the action grammar), `shopper` (rule and LLM shoppers), `scoring`, `metrics`, `agents`,
 `loader` (released JSONL), `budget` (budgets from instruction text), `persona` (released personas),
-`mix` (the four scenarios in one env), `evaluate` (baseline table).
+`mix` (the four scenarios in one env), `evaluate` (baseline table), `leaks` (the goal-leak scan).
 """
 
 from __future__ import annotations

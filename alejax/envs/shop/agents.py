@@ -136,7 +136,7 @@ AGENTS = {"expert": ExpertAgent, "random": RandomAgent, "first_result": FirstRes
 
 def run_episode(env, agent, seed: int, task: int | None = None) -> dict:
     """One episode of the ShopEnv `env` (on product `task`'s task, else the one `seed` draws); returns the
-    score fields, tags, task id, actions and observations."""
+    score fields, tags, task id, whether it bought, actions and observations."""
     observation, _ = env.reset(seed, task=task)
     agent.reset(env, observation)
     observations, taken = [observation], []
@@ -152,6 +152,7 @@ def run_episode(env, agent, seed: int, task: int | None = None) -> dict:
         **info["score"],
         "tags": info["tags"],
         "task": info["task"],
+        "bought": info["bought"],
         "actions": taken,
         "observations": observations,
     }

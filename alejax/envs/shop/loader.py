@@ -95,7 +95,8 @@ ISSUES = {
     "budget_unparsed": "the instruction states no budget the parser reads",
     "no_instruction": "the record has no instruction",
     "option_not_offered": "a goal option is not among the product's option values",
-    "option_axis_ambiguous": "a bare goal option value is offered on more than one axis (the first is used)",
+    "option_axis_ambiguous": "a bare goal option value is offered on several axes and its clause names none "
+    "(the first free one is used)",
     "reason_key_unresolved": "reason_key names no persona field",
     "clue_not_found": "no goal piece is in the reason_key field nor missing from instruction_sample",
     "clue_left_in_instruction_sample": "instruction_sample still names the clue (its clause is dropped)",
@@ -198,9 +199,13 @@ def _product(r: dict, i: int) -> Product:
 
 
 # ---- records -> tasks ------------------------------------------------------------------------------------
-def _goal_options(raw, product: Product, asin: str, report: LoadReport) -> dict[str, str]:
+def _goal_options(
+    raw, product: Product, asin: str, report: LoadReport, instruction: str = ""
+) -> dict[str, str]:
     """{axis: value} with every value on the product's own axis: a dict's key is trusted only when the value
-    is offered there; bare values (a list, or `axis:value` strings) are looked up among the axes."""
+    is offered there; bare values (a list, or `axis:value` strings) are looked up among the axes. A bare value
+    offered on several axes goes to the one its clause of the instruction names (套餐选标准的 -> 套餐), else
+    to the first axis no other goal value holds (reported as ambiguous)."""
     if isinstance(raw, dict):
         pairs = [(str(k).strip(), str(v).strip()) for k, v in raw.items()]
     else:
@@ -208,7 +213,7 @@ def _goal_options(raw, product: Product, asin: str, report: LoadReport) -> dict[
         for item in raw or []:
             axis, _, value = str(item).replace("：", ":").rpartition(":")
             pairs.append((axis.strip(), value.strip()))
-    goal = {}
+    goal, ambiguous = {}, []
     for axis, value in pairs:
         if not value:
             continue
@@ -216,14 +221,29 @@ def _goal_options(raw, product: Product, asin: str, report: LoadReport) -> dict[
         axes = [a for a, _ in offering]
         if axis in axes:
             goal[axis] = dict(offering)[axis]
-        elif offering:
-            if len(offering) > 1:
-                report.add("option_axis_ambiguous", asin)
+        elif len(offering) == 1:
             goal[offering[0][0]] = offering[0][1]
+        elif offering:
+            ambiguous.append((value, offering))
         else:
             report.add("option_not_offered", asin)
             goal[axis or "选项"] = value
+    for value, offering in ambiguous:  # after the others, so they do not take an axis a value already holds
+        named = [(a, v) for a, v in offering if _clause_names_axis(instruction, value, a)]
+        if len(named) != 1:
+            report.add("option_axis_ambiguous", asin)
+        free = [(a, v) for a, v in (named or offering) if a not in goal]
+        axis, spelled = (free or named or offering)[0]
+        goal[axis] = spelled
     return goal
+
+
+def _clause_names_axis(instruction: str, value: str, axis: str) -> bool:
+    """Whether a clause of the instruction that says `value` also names `axis` (or its family's words)."""
+    words = (axis, *catalog.FAMILY_KEYWORDS.get(catalog.family_of(axis), ()))
+    return any(
+        mentions(clause, value) and any(w in clause for w in words) for clause in _CLAUSE.split(instruction)
+    )
 
 
 def _axes_offering(product: Product, value: str) -> list[tuple[str, str]]:
@@ -236,17 +256,27 @@ def _axes_offering(product: Product, value: str) -> list[tuple[str, str]]:
 
 def _attribute_family(attribute: str, product: Product) -> str:
     """The family a goal attribute is asked about by: the key of the product bullet that states it
-    (`材质：纯棉` -> 材质), else the generated vocabulary's family, else 其他 (a generic question reveals it)."""
+    (`材质：纯棉` -> 材质), else the axis of the product's own options that offers it (颜色分类 -> 颜色), else
+    the generated vocabulary's family (option values included), a colour word's (…色), else 其他 (a generic
+    question reveals it)."""
     for bullet in product.bullets:
         key, sep, value = bullet.replace(":", "：").partition("：")
         if sep and attribute in value and key.strip():
             return catalog.family_of(key.strip())
+    for axis, values in product.options.items():
+        if any(v == attribute for v, _ in values):
+            return catalog.family_of(axis)
     for dom in catalog.DOMAINS:
         for family, values in dom["slots"].values():
             if any(attribute in catalog.surface_forms(v) for v in values):
                 return family
+        for axis, values in dom["options"].items():
+            if any(attribute in catalog.surface_forms(v) for v in values):
+                return catalog.family_of(axis)
         if attribute in dom["brands"]:
             return "品牌"
+    if attribute.endswith("色") and len(attribute) <= 4:
+        return "颜色"
     return "其他"
 
 
@@ -339,7 +369,7 @@ def _task(r: dict, product: Product, unparsed_budget: str, report: LoadReport) -
         report.add("no_instruction", asin)
         return None
     attributes = [str(a).strip() for a in spec.get("attributes") or [] if str(a).strip()]
-    options = _goal_options(spec.get("instruction_options"), product, asin, report)
+    options = _goal_options(spec.get("instruction_options"), product, asin, report, instruction)
     budget = parse_budget(instruction)
     if budget is None:
         report.add("budget_unparsed", asin)

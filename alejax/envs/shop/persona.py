@@ -65,14 +65,23 @@ def visible(persona) -> dict:
 
 def field(persona: dict, path: str):
     """The value at `path` (`<section>-<field>`, or a flat field); None when the path names nothing.
-    A key that itself contains the separator is found too (`近14天-搜索词` as one key)."""
+    A key that itself contains the separator is found too (`近14天-搜索词` as one key), and a bare field name
+    (`颜色偏好`) finds the field of that name when exactly one section holds it."""
+    found = _at_path(persona, path)
+    if found is not None or not path or not isinstance(persona, dict):
+        return found
+    named = [v[path] for v in persona.values() if isinstance(v, dict) and path in v]
+    return named[0] if len(named) == 1 else None
+
+
+def _at_path(persona, path: str):
     if not path or not isinstance(persona, dict):
         return None
     if path in persona:
         return persona[path]
     for key, value in persona.items():
         if path.startswith(key + PATH_SEP) and isinstance(value, dict):
-            found = field(value, path[len(key) + 1 :])
+            found = _at_path(value, path[len(key) + 1 :])
             if found is not None:
                 return found
     return None

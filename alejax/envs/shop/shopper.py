@@ -165,6 +165,8 @@ class LLMShopper:
                       flags=re.IGNORECASE).strip().split("\n")[0].strip()  # fmt: skip
         if not text or any(mentions(text, w) for w in self.withheld):
             text = HABIT
+        # A model's doubled punctuation (好的，，就买吧！！) is written once, and a reply ends a sentence.
+        text = re.sub(r"[，。；！？、,.;!?：:]{2,}", lambda m: m.group(0)[-1], text)
         text = sentence([text]) if text[-1] not in "。！？!?" else text
         self.messages.append({"role": "assistant", "content": text})
         proposal = is_proposal(utterance)
