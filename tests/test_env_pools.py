@@ -1,13 +1,16 @@
-"""Env pools: worker processes (batching, timeouts, restarts, aborted episodes, clean shutdown, released
-envs closed in their worker: flat over 1,000 episodes), the thread pool's hang timeout and abandoned
-threads, the pool chosen by a job's `env_pool` config, and hung / crashing envs inside a real RL step.
+"""Env pools: worker processes and Ray actors under the same tests (batching, timeouts, restarts, aborted
+episodes, clean shutdown, released envs closed in their worker: flat over 1,000 episodes, 1,000 real terminal
+episodes included), warm sandboxes under every pool, the thread pool's hang timeout and abandoned threads, the
+pool chosen by a job's `env_pool` config, and hung / crashing envs inside a real RL step.
 
-The env classes here are passed to process pools as factories: the workers import this module for them,
-so it imports nothing heavy at the top (the RL pieces are imported inside the tests that use them)."""
+The env classes here are passed to worker pools as factories: the workers import this module for them,
+so it imports nothing heavy at the top (the RL pieces are imported inside the tests that use them). The Ray
+tests share one local Ray instance per module and skip without ray."""
 
 import concurrent.futures
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +29,7 @@ from alejax.envs.pools import (
     pool_stats,
     wait_all,
 )
+from alejax.envs.toolcall import format_tool_call
 
 
 def _alive(pid: int) -> bool:
@@ -43,9 +47,45 @@ def _wait_gone(pids, timeout_s=5.0):
     return [p for p in pids if _alive(p)]
 
 
+# -- process and Ray pools: the same tests on both ------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray instance for the module (starting Ray costs seconds); skipped without ray."""
+    ray = pytest.importorskip("ray", reason="ray is optional (pip install 'alejax[ray]')")
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    # Actors unpickle this module's env classes: they need the test's import path, as process workers get.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module", params=["process", "ray"])
+def pool_kind(request):
+    """Module scope, so pytest runs every process-pool test first, then every Ray one (Ray starts once)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+    return request.param
+
+
+def _worker_pool(kind: str, env, env_kwargs=None, workers: int = 2, **options):
+    """A process or Ray pool with the same settings (Ray actors: half a CPU each, so 3 fit in num_cpus=2)."""
+    if kind == "process":
+        return ProcessEnvPool(env, env_kwargs, num_workers=workers, **options)
+    return RayEnvPool(env, env_kwargs, num_workers=workers, actor_options={"num_cpus": 0.5}, **options)
+
+
 @pytest.fixture
-def faulty_pool():
-    pool = ProcessEnvPool("toy/faulty", num_workers=2, step_timeout_s=1.0, max_batch=8)
+def faulty_pool(pool_kind):
+    pool = _worker_pool(pool_kind, "toy/faulty", step_timeout_s=1.0)
     yield pool
     pool.close()
 
@@ -53,7 +93,7 @@ def faulty_pool():
 def test_matches_in_process_env_and_batches(faulty_pool):
     # Same results as the env run in-process, across many concurrent episodes spread over workers.
     n = 24
-    resets = wait_all([faulty_pool.reset(i, 100 + i) for i in range(n)], 30)
+    resets = wait_all([faulty_pool.reset(i, 100 + i) for i in range(n)], 60)
     assert [r.observation for r in resets] == [f"seed {100 + i}" for i in range(n)]
     steps = wait_all([faulty_pool.step(i, f"a{i}") for i in range(n)], 30)
     assert [s.observation for s in steps] == [f"1: a{i}" for i in range(n)]
@@ -64,7 +104,7 @@ def test_matches_in_process_env_and_batches(faulty_pool):
 
 
 def test_env_exception_aborts_episode_but_keeps_worker(faulty_pool):
-    faulty_pool.reset(0, 0).result(30)
+    faulty_pool.reset(0, 0).result(60)
     pid = faulty_pool.worker_pids()[0]
     result = faulty_pool.step(0, "raise").result(10)
     assert result.truncated and result.info["aborted"] and "raised on purpose" in result.info["error"]
@@ -72,22 +112,22 @@ def test_env_exception_aborts_episode_but_keeps_worker(faulty_pool):
 
 
 def test_crashed_worker_restarts_and_reports_every_affected_episode(faulty_pool):
-    wait_all([faulty_pool.reset(i, i) for i in range(4)], 30)  # episodes 0, 2 on worker 0; 1, 3 on worker 1
+    wait_all([faulty_pool.reset(i, i) for i in range(4)], 60)  # episodes 0, 2 on worker 0; 1, 3 on worker 1
     old_pids = faulty_pool.worker_pids()
-    crashed = faulty_pool.step(0, "crash").result(10)
+    crashed = faulty_pool.step(0, "crash").result(30)
     assert crashed.info["aborted"] and "crashed" in crashed.info["error"]
     sibling = faulty_pool.step(2, "x").result(10)  # its env state died with the worker
     assert sibling.info["aborted"] and "lost its worker" in sibling.info["error"]
     assert faulty_pool.step(1, "x").result(10).observation == "1: x"  # other worker unaffected
     # The scheduler re-samples from the same seed: the episode works again on the restarted worker.
-    assert faulty_pool.reset(0, 0).result(30).observation == "seed 0"
+    assert faulty_pool.reset(0, 0).result(60).observation == "seed 0"
     assert faulty_pool.step(0, "y").result(10).observation == "1: y"
     assert faulty_pool.restarts == 1 and faulty_pool.worker_pids()[0] != old_pids[0]
     assert not _wait_gone([old_pids[0]])
 
 
 def test_hung_step_times_out_without_wedging(faulty_pool):
-    wait_all([faulty_pool.reset(i, i) for i in range(2)], 30)
+    wait_all([faulty_pool.reset(i, i) for i in range(2)], 60)
     start = time.monotonic()
     hung = faulty_pool.step(0, "hang")
     other = faulty_pool.step(1, "fine")
@@ -95,31 +135,32 @@ def test_hung_step_times_out_without_wedging(faulty_pool):
     result = hung.result(10)
     assert result.info["aborted"] and result.info["timeout"] and result.truncated
     assert 0.9 < time.monotonic() - start < 5
-    assert faulty_pool.reset(0, 5).result(30).observation == "seed 5"
+    assert faulty_pool.reset(0, 5).result(60).observation == "seed 5"
+    assert faulty_pool.restarts == 1
 
 
 def test_step_before_reset_is_aborted_not_raised(faulty_pool):
     assert faulty_pool.step(99, "x").result(1).info["aborted"]
 
 
-def test_close_leaves_no_processes():
-    pool = ProcessEnvPool("toy/faulty", num_workers=3, step_timeout_s=5.0)
-    wait_all([pool.reset(i, i) for i in range(3)], 30)
+def test_close_leaves_no_processes(pool_kind):
+    pool = _worker_pool(pool_kind, "toy/faulty", workers=3, step_timeout_s=5.0)
+    wait_all([pool.reset(i, i) for i in range(3)], 60)
     grandchildren = [pool.step(i, "spawn").result(10).info["child_pid"] for i in range(3)]
     workers = pool.worker_pids()
     assert len(workers) == 3 and all(_alive(p) for p in workers + grandchildren)
     pool.close()
-    assert _wait_gone(workers + grandchildren) == []
+    assert _wait_gone(workers + grandchildren, timeout_s=15) == []
     with pytest.raises(RuntimeError):
         pool.reset(0, 0)
 
 
-def test_timeout_kills_the_workers_children():
-    with ProcessEnvPool("toy/faulty", num_workers=1, step_timeout_s=1.0) as pool:
-        pool.reset(0, 0).result(30)
+def test_timeout_kills_the_workers_children(pool_kind):
+    with _worker_pool(pool_kind, "toy/faulty", workers=1, step_timeout_s=1.0) as pool:
+        pool.reset(0, 0).result(60)
         child = pool.step(0, "spawn").result(10).info["child_pid"]
         assert pool.step(0, "hang").result(10).info["timeout"]
-        assert _wait_gone([child]) == []
+        assert _wait_gone([child], timeout_s=15) == []
 
 
 def test_thread_pool_same_interface():
@@ -196,16 +237,6 @@ def test_make_env_pool_builds_each_kind_from_config_values():
         make_env_pool("threads", "toy/echo", {}, 2)
 
 
-def test_ray_backend():
-    pytest.importorskip("ray", reason="ray is optional and not installed; RayEnvPool is untested here")
-    pool = RayEnvPool("toy/echo", num_workers=2, step_timeout_s=5.0)
-    try:
-        assert pool.reset(0, 1).result(60).observation == "seed 1"
-        assert pool.step(0, "hi").result(60).observation == "1: hi"
-    finally:
-        pool.close()
-
-
 # -- released episodes are closed in their worker: nothing piles up ---------------------------------------
 class ScratchEnv:
     """Holds what a sandboxed env holds: a directory under the worker's scratch dir and an open file."""
@@ -237,9 +268,9 @@ def _run_episodes(pool, first: int, n: int, batch: int, action: str = "go"):
     for start in range(first, first + n, batch):
         ids = range(start, min(start + batch, first + n))
         resets = wait_all([pool.reset(i, i) for i in ids], 60)
-        assert not any(r.info.get("aborted") for r in resets), resets[0].info
+        assert not any(r.info.get("aborted") for r in resets), [r.info for r in resets]
         steps = wait_all([pool.step(i, action) for i in ids], 60)
-        assert not any(r.info.get("aborted") for r in steps), steps[0].info
+        assert not any(r.info.get("aborted") for r in steps), [r.info for r in steps]
         for i in ids:
             pool.release(i)
 
@@ -248,10 +279,10 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_a_thousand_episodes_leave_nothing_behind_in_the_workers():
+def test_a_thousand_episodes_leave_nothing_behind_in_the_workers(pool_kind):
     """Before the fix, `release` forgot the episode before its request reached the dispatcher, which then
     dropped it: each worker kept every env (and its directory and file) until the pool closed."""
-    with ProcessEnvPool(ScratchEnv, num_workers=2, step_timeout_s=30, max_batch=32) as pool:
+    with _worker_pool(pool_kind, ScratchEnv, step_timeout_s=30) as pool:
         _run_episodes(pool, 0, 50, batch=25)  # warm: workers started, imports done
         before, fds_before = pool.worker_stats(), _open_fds()
         assert [w["envs"] for w in before] == [0, 0] and all(w["scratch_entries"] == 0 for w in before)
@@ -269,27 +300,97 @@ def test_a_thousand_episodes_leave_nothing_behind_in_the_workers():
             assert w["envs"] == 0 and w["scratch_entries"] == 0 and w["close_errors"] == 0, w
             assert w["open_fds"] == b["open_fds"], (w, b)
             assert w["rss_kib"] < b["rss_kib"] + 16 * 1024, (w, b)  # no growth per episode (1,000 of them)
-        assert _open_fds() == fds_before  # nor in this process
+        if pool_kind == "process":  # nor in this process (a Ray driver's own connections come and go)
+            assert _open_fds() == fds_before
 
 
-def test_terminal_sandboxes_are_removed_when_episodes_are_released():
-    # Few episodes: a terminal reset builds a real sandbox (tens of ms to seconds on a loaded machine); the
-    # 1,000-episode count above uses a cheap env that holds the same kinds of things.
-    with ProcessEnvPool("terminal/all", {}, num_workers=2, step_timeout_s=60) as pool:
-        _run_episodes(pool, 0, 2, batch=2, action="<tool_call>{}</tool_call>")
-        before = pool.worker_stats()
-        wait_all([pool.reset(i, i) for i in range(100, 104)], 120)
-        live = pool.worker_stats()
-        # Sandboxes live in the workers' scratch directories while their episodes run ...
-        assert sum(w["scratch_entries"] - b["scratch_entries"] for w, b in zip(live, before)) >= 4
-        for i in range(100, 104):
-            pool.release(i)
-        _run_episodes(pool, 200, 4, batch=4, action="<tool_call>{}</tool_call>")
-        after = pool.worker_stats()
-    # ... and are gone once they are released, with their envs and files.
-    for w, b in zip(after, before):
-        assert w["envs"] == 0 and w["scratch_entries"] == b["scratch_entries"], (w, b)
-        assert w["open_fds"] == b["open_fds"], (w, b)
+def _footprint(pool) -> list[dict[str, int]]:
+    """Per worker, what a leak grows: from outside (/proc/PID: resident KiB, open fds, child processes: the
+    sandbox holders) and from inside (live envs, entries in its scratch dir: the sandbox directories)."""
+    out = []
+    for pid, inside in zip(pool.worker_pids(), pool.worker_stats()):
+        with open(f"/proc/{pid}/status") as f:
+            vm_rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        out.append(dict(vm_rss_kib=vm_rss_kib, fds=fds, children=len(_children(pid)), **inside))
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return children
+
+
+def test_a_thousand_terminal_episodes_leave_nothing_behind():
+    """1,000 real terminal episodes (reset: a sandbox and its shell; one command; release) through ONE
+    process pool: after the first 100 and after all 1,000, each worker holds no env, no sandbox directory
+    and no child process, and its open fds and memory are the same (memory: within a few MiB)."""
+    command = format_tool_call("bash", {"command": "echo hi > note.txt && cat note.txt"})
+    with ProcessEnvPool("terminal/hello_file", {}, num_workers=2, step_timeout_s=60) as pool:
+        _run_episodes(pool, 0, 100, batch=8, action=command)
+        first = _footprint(pool)
+        assert all(w["envs"] == 0 and w["scratch_entries"] == 0 and w["children"] == 0 for w in first), first
+        _run_episodes(pool, 100, 900, batch=8, action=command)
+        last = _footprint(pool)
+        assert pool.stats() == {"restarts": 0.0, "live_episodes": 0.0}
+    for w, b in zip(last, first):
+        assert w["envs"] == 0 and w["scratch_entries"] == 0 and w["children"] == 0, (w, b)
+        assert w["close_errors"] == 0 and w["fds"] == b["fds"] and w["open_fds"] == b["open_fds"], (w, b)
+        assert w["vm_rss_kib"] < b["vm_rss_kib"] + 8 * 1024, (
+            w,
+            b,
+        )  # 900 more episodes: no growth per episode
+
+
+# -- warm sandboxes: made ahead in the background, taken by reset ------------------------------------------
+def _wait_for(condition, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_reset_takes_a_prewarmed_sandbox_and_close_ends_the_unused_ones(tmp_path):
+    from alejax.envs.terminal import TerminalEnv, close_warm_sandboxes
+
+    children_before = set(_children(os.getpid()))
+    env = TerminalEnv(task="hello_file", base_dir=str(tmp_path), warm_sandboxes=2)
+    try:
+        assert env.reset(0)[1]["warm_sandbox"] is False  # nothing made ahead yet: this starts the set
+        # The background thread makes two more while the episode runs (each a directory in base_dir).
+        assert _wait_for(lambda: len(os.listdir(tmp_path)) == 3), os.listdir(tmp_path)
+        ready = {os.path.join(tmp_path, d) for d in os.listdir(tmp_path)} - {env.sandbox.root}
+        observation, info = env.reset(1)  # closes episode 0's sandbox, takes a ready one
+        assert info["warm_sandbox"] is True and env.sandbox.root in ready
+        assert env.step(format_tool_call("bash", {"command": "echo 'Hello, world!' > hello.txt"}))[3] is False
+        assert env.step(format_tool_call("submit"))[1] == 1.0  # a warm sandbox plays like a fresh one
+        close_warm_sandboxes()  # the unused ready sandboxes end: directories and holder processes
+        assert os.listdir(tmp_path) == [os.path.basename(env.sandbox.root)]
+    finally:
+        env.close()
+        close_warm_sandboxes()
+    assert os.listdir(tmp_path) == []
+    assert _wait_gone(set(_children(os.getpid())) - children_before) == []
+
+
+def test_worker_pools_reset_from_prewarmed_sandboxes_and_leave_none_at_close(pool_kind):
+    """The ready sandboxes live in the worker (process or actor), once for every pool kind."""
+    with _worker_pool(pool_kind, "terminal/hello_file", {"warm_sandboxes": 2}, workers=1) as pool:
+        assert pool.reset(0, 0).result(60).info["warm_sandbox"] is False
+        pool.release(0)
+        assert _wait_for(lambda: pool.worker_stats()[0]["scratch_entries"] == 2), pool.worker_stats()
+        assert pool.reset(1, 1).result(60).info["warm_sandbox"] is True
+        assert _wait_for(lambda: pool.worker_stats()[0]["scratch_entries"] == 3)  # refilled: 1 live + 2
+        worker = pool.worker_pids()[0]
+        holders = _children(worker)
+        assert len(holders) >= 3  # each sandbox's holder (+ the live episode's shell)
+    assert _wait_gone([worker, *holders], timeout_s=15) == []
 
 
 # -- the thread pool: hung calls, releases under a running call, cleanup that fails ------------------------
@@ -490,12 +591,18 @@ def _tiny_rl_config(tokenizer, kind: str, step_timeout_s: float):
     [
         ("thread", {"hang": [11], "fail": [12]}),  # a thread pool survives hangs (abandoned) and raises
         ("process", {"crash": [11], "hang": [12]}),  # a process pool also survives a dying worker
+        ("ray", {"crash": [11], "hang": [12]}),  # ... and so does a Ray pool, a dying actor
     ],
 )
-def test_hung_and_crashed_env_steps_in_an_rl_step_are_resampled(rl_tokenizer, kind, misbehaviour, tmp_path):
+def test_hung_and_crashed_env_steps_in_an_rl_step_are_resampled(
+    rl_tokenizer, kind, misbehaviour, tmp_path, request
+):
     """A real RL step (rollout, train, sync) with envs that hang and crash: no exception leaves the step,
     every bad episode is re-sampled from its seed, and the metrics count what happened."""
     from alejax.rl.build import build_pipeline
+
+    if kind == "ray":
+        request.getfixturevalue("ray_session")
 
     c = _tiny_rl_config(rl_tokenizer, kind, step_timeout_s=0.5 if kind == "thread" else 1.5)
     # The job's own config path picks the pool (a factory here: the workers import this module for it).

@@ -46,8 +46,8 @@ class EnvPoolConfig:
     reset_timeout_s: float | None = None  # default: the step timeout (thread), max(step, 60 s) otherwise
     max_hung_threads: int | None = None  # thread: stop taking calls once this many threads are stuck
     max_batch: int | None = None  # process: requests per IPC message to a worker
-    scratch_root: str | None = None  # process: where worker scratch (sandbox) directories go
-    shutdown_timeout_s: float | None = None  # process: grace before a worker is killed at close
+    scratch_root: str | None = None  # process, ray: where worker scratch (sandbox) directories go
+    shutdown_timeout_s: float | None = None  # process, ray: grace before a worker is killed at close
     actor_options: dict | None = None  # ray: options of each env actor (default {"num_cpus": 1})
 
     def __post_init__(self):
@@ -70,8 +70,8 @@ def make_env_pool(kind: str, env: EnvSpec, env_kwargs: dict, size: int, **option
 
     `size`: how many env calls run at once (threads for `thread`, worker processes or actors otherwise).
     `options` go to the pool's constructor: `step_timeout_s`, `reset_timeout_s` for every kind;
-    `max_hung_threads` for `thread`; `max_batch`, `scratch_root`, `shutdown_timeout_s` for `process`;
-    `actor_options` for `ray`.
+    `max_hung_threads` for `thread`; `scratch_root`, `shutdown_timeout_s` for `process` and `ray`;
+    `max_batch` for `process`; `actor_options` for `ray`.
     """
     env_kwargs = dict(env_kwargs or {})
     if kind == "thread":

@@ -37,16 +37,8 @@ import threading
 import traceback
 from typing import Any
 
-from alejax.envs.base import Env, ResetResult, StepResult
-from alejax.envs.pools.protocol import (
-    EnvSpec,
-    Placement,
-    aborted,
-    aborted_result,
-    close_env,
-    make_env,
-    resolved,
-)
+from alejax.envs.pools.protocol import EnvSpec, Placement, aborted, aborted_result, resolved
+from alejax.envs.pools.worker import EnvError, EnvHost
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
@@ -71,9 +63,7 @@ def _worker_main(fd: int) -> None:
     except (EOFError, OSError):
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pool owner's to handle
-    os.environ["ALEJAX_SCRATCH_DIR"] = scratch_dir
-    envs: dict[int, Env] = {}
-    close_errors = 0
+    host = EnvHost(spec, kwargs, scratch_dir)
     while True:
         try:
             batch = conn.recv()
@@ -82,51 +72,8 @@ def _worker_main(fd: int) -> None:
         if batch is None:
             break
         for request_id, op, episode_id, arg in batch:
-            try:
-                if op == "reset":
-                    if episode_id not in envs:
-                        envs[episode_id] = make_env(spec, kwargs)
-                    result: Any = ResetResult(*envs[episode_id].reset(arg))
-                elif op == "step":
-                    env = envs.get(episode_id)
-                    if env is None:
-                        result = aborted_result(f"episode {episode_id} was never reset on this worker")
-                    else:
-                        result = StepResult(*env.step(arg))
-                elif op == "release":
-                    close_errors += close_env(envs.pop(episode_id, None)) is not None
-                    result = None
-                else:  # stats
-                    result = _worker_stats(envs, scratch_dir, close_errors)
-            except Exception:  # noqa: BLE001 - a broken env becomes an aborted episode, not a dead worker
-                result = ("error", traceback.format_exc(limit=4))
-            conn.send((request_id, result))
-    for env in envs.values():
-        close_env(env)
-
-
-def _worker_stats(envs: dict, scratch_dir: str, close_errors: int) -> dict[str, int]:
-    """What a leak would grow, measured inside the worker: live envs, open fds, resident memory, entries in
-    its scratch directory (sandboxes live there), and env cleanups that failed."""
-
-    def count(path: str) -> int:
-        try:
-            return len(os.listdir(path))
-        except OSError:
-            return -1
-
-    try:
-        with open("/proc/self/statm") as f:
-            rss_kib = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    except (OSError, ValueError, IndexError):
-        rss_kib = -1
-    return {
-        "envs": len(envs),
-        "open_fds": count("/proc/self/fd"),
-        "rss_kib": rss_kib,
-        "scratch_entries": count(scratch_dir),
-        "close_errors": close_errors,
-    }
+            conn.send((request_id, host.handle(op, episode_id, arg)))
+    host.close()
 
 
 @dataclasses.dataclass
@@ -307,8 +254,8 @@ class _Worker:
                 return
             done = ids.pop(request_id)
             pending.remove(done)
-            if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
-                result = aborted(done.op, result[1], worker=self.index)
+            if isinstance(result, EnvError):
+                result = aborted(done.op, result.traceback, worker=self.index)
             done.future.set_result(result)
 
 

@@ -9,6 +9,8 @@ runs in the same sandbox: reward 1 iff it passes (a Harbor task: the reward its 
 
 from __future__ import annotations
 
+import functools
+import os
 import random
 import time
 
@@ -17,7 +19,8 @@ from alejax.envs.terminal import harbor
 from alejax.envs.terminal.harbor import HarborTask, HarborTaskError, load_harbor_task, load_task_dir
 from alejax.envs.terminal.sandbox import Limits, RunResult, Sandbox, capabilities
 from alejax.envs.terminal.shell import Shell
-from alejax.envs.terminal.tasks import TASKS, Task, add_task
+from alejax.envs.terminal.tasks import TASKS, Task, add_task, typed_solution
+from alejax.envs.terminal.warm import close_warm_sandboxes, warm_sandboxes
 from alejax.envs.toolcall import error_observation, format_tool_call, parse_action, tool_schema
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "TerminalEnv",
     "add_task",
     "capabilities",
+    "close_warm_sandboxes",
     "load_harbor_task",
     "load_task_dir",
 ]
@@ -63,7 +67,9 @@ class TerminalEnv:
         max_turns: int | None = None,
         base_dir: str | None = None,
         task_dir: str | None = None,
+        warm_sandboxes: int = 0,
     ):
+        """`warm_sandboxes`: how many sandboxes this process keeps made ahead (`warm.py`), 0 = none."""
         self.sandbox: Sandbox | None = None  # first: __del__ closes what exists, even when loading fails
         self.shell: Shell | None = None
         if task_dir:  # "" as None: a config's unset task dir
@@ -73,6 +79,7 @@ class TerminalEnv:
         else:
             self.pool = [TASKS[name] for name in (tasks or sorted(TASKS))]
         self.limits, self.base_dir, self.max_turns_override = limits or Limits(), base_dir, max_turns
+        self.warm_sandboxes = warm_sandboxes
         self.task: Task | None = None
         self.t = 0
         self.done = True
@@ -97,18 +104,43 @@ class TerminalEnv:
             )
         self.close()
         self.task, self.t, self.done = task, 0, False
+        self.sandbox, warm = self._start_sandbox(task)
         if isinstance(task, HarborTask):
-            self.sandbox = harbor.start_sandbox(task, self.limits, self.base_dir)
             self.deadline = time.monotonic() + task.agent_timeout_s
         else:
-            self.sandbox = Sandbox(self.limits, self.base_dir)
             self.deadline = float("inf")
         setup = self.sandbox.run(task.setup) if task.setup.strip() else RunResult(0, "", False)
         if setup.exit_code != 0:
             raise RuntimeError(f"setup of task {task.name!r} failed ({setup.exit_code}): {setup.output}")
         self.shell = Shell(self.sandbox)
         info = {"task": task.name, "sandbox": capabilities()["mode"]}
+        if self.warm_sandboxes:
+            info["warm_sandbox"] = warm
         return f"Task: {task.instruction}", info
+
+    def _start_sandbox(self, task: Task) -> tuple[Sandbox, bool]:
+        """The episode's sandbox, and whether it was made ahead. Sandboxes made ahead are shared by every task
+        with the same recipe (limits, base dir; a Harbor task's workdir and writable dirs): the task's own
+        files and ENV go in after it is taken."""
+        if isinstance(task, HarborTask):
+            recipe, skipped = harbor.sandbox_recipe(task, self.limits)
+            make = functools.partial(recipe.make, self.base_dir)
+        else:
+            recipe, make = self.limits, functools.partial(Sandbox, self.limits, self.base_dir)
+        if not self.warm_sandboxes:
+            sandbox, warm = make(), False
+        else:
+            capabilities()  # probed once, here, not by the filling thread and this one at the same time
+            # Sandboxes go under base_dir, else the pool worker's scratch dir: both belong in the key.
+            key = (recipe, self.base_dir, os.environ.get("ALEJAX_SCRATCH_DIR"))
+            sandbox, warm = warm_sandboxes(key, make, Sandbox.close, self.warm_sandboxes).take()
+        if isinstance(task, HarborTask):
+            try:
+                harbor.furnish_sandbox(task, sandbox, skipped)
+            except BaseException:
+                sandbox.close()
+                raise
+        return sandbox, warm
 
     @property
     def max_turns(self) -> int:
@@ -119,7 +151,9 @@ class TerminalEnv:
         if isinstance(self.task, HarborTask):
             reward, info = harbor.verify(self.task, self.sandbox)
             info.update(task=self.task.name, success=reward >= 1.0, reward=reward)
-            observation = f"{observation}\nVerifier reward: {reward:g}."
+            # Said as for every terminal task ("Tests passed."), with the verifier's reward.
+            verdict = "passed" if reward >= 1.0 else "failed"
+            observation = f"{observation}\nTests {verdict}. Verifier reward: {reward:g}."
             return observation.strip(), reward, not truncated, truncated, info
         result = self.sandbox.run(self.task.tests)
         passed = result.exit_code == 0 and not result.timed_out
@@ -159,8 +193,9 @@ class TerminalEnv:
     def scripted_policy(self):
         """The task's solution in one bash call, then submit (a Policy: messages -> assistant text)."""
         solution = self.task.solution
-        if isinstance(self.task, HarborTask):  # solve.sh with its solution/ files, placed now, not at reset
-            solution = harbor.oracle_command(self.task, self.sandbox)
+        if isinstance(self.task, HarborTask):  # solve.sh's commands, or solve.sh and its files from /solution
+            task, sandbox = self.task, self.sandbox
+            solution = typed_solution(task, sandbox) or harbor.oracle_command(task, sandbox)
         actions = [format_tool_call("bash", {"command": solution}), format_tool_call("submit")]
         return lambda messages: actions[min(sum(m["role"] == "assistant" for m in messages), 1)]
 

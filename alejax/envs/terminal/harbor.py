@@ -458,8 +458,36 @@ def sandbox_limits(task: HarborTask, limits: Limits) -> Limits:
 
 def start_sandbox(task: HarborTask, limits: Limits, base_dir: str | None) -> Sandbox:
     """A sandbox set up as the task's Dockerfile would (as far as it can): workdir, ENV and COPYs."""
+    recipe, skipped = sandbox_recipe(task, limits)
+    return furnish_sandbox(task, recipe.make(base_dir), skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxRecipe:
+    """A task's sandbox before the task's files and ENV go in. Tasks with equal recipes (most: /app and the
+    same limits) can start from the same sandboxes made ahead (`warm.py`)."""
+
+    limits: Limits
+    workdir: str | None = None  # None: plain mode (no mount namespace)
+    writable_dirs: tuple[str, ...] = ()
+
+    def make(self, base_dir: str | None) -> Sandbox:
+        if self.workdir is not None:
+            return Sandbox(self.limits, base_dir, workdir=self.workdir, writable_dirs=self.writable_dirs)
+        sandbox = Sandbox(self.limits, base_dir)
+        for path in (TESTS_DIR, LOGS_DIR, SOLUTION_DIR):  # beside the work dir, owned by the agent's uid
+            directory = os.path.join(sandbox.root, path.strip("/"))
+            os.mkdir(directory, 0o700)
+            if sandbox.uid is not None:
+                os.chown(directory, sandbox.uid, sandbox.uid)
+        return sandbox
+
+
+def sandbox_recipe(task: HarborTask, limits: Limits) -> tuple[SandboxRecipe, list[str]]:
+    """The task's `SandboxRecipe`, and what of its Dockerfile it cannot apply."""
     limits = sandbox_limits(task, limits)
-    namespaces = sandbox_module.capabilities()["mode"] == "namespaces"
+    if sandbox_module.capabilities()["mode"] != "namespaces":
+        return SandboxRecipe(limits), []
     extra = sorted(
         {"/" + dest.strip("/").split("/")[0] for _, dest in task.copies}
         - {TESTS_DIR, LOGS_DIR, SOLUTION_DIR, "/" + task.workdir.strip("/").split("/")[0]}
@@ -470,25 +498,22 @@ def start_sandbox(task: HarborTask, limits: Limits, base_dir: str | None) -> San
             writable.append(Sandbox._check_path(top))
         except SandboxError:  # a reserved system path (/usr, /etc ...): that COPY fails and is warned about
             pass
-    if namespaces:
-        workdir = task.workdir
-        try:
-            Sandbox._check_path(workdir)
-        except SandboxError:
-            skipped.append(f"WORKDIR {workdir} (a system path; /app is used)")
-            workdir = "/app"
-        sandbox = Sandbox(limits, base_dir, workdir=workdir, writable_dirs=tuple(writable))
-    else:
-        sandbox = Sandbox(limits, base_dir)
-        for path in (TESTS_DIR, LOGS_DIR, SOLUTION_DIR):  # beside the work dir, owned by the agent's uid
-            directory = os.path.join(sandbox.root, path.strip("/"))
-            os.mkdir(directory, 0o700)
-            if sandbox.uid is not None:
-                os.chown(directory, sandbox.uid, sandbox.uid)
+    workdir = task.workdir
+    try:
+        Sandbox._check_path(workdir)
+    except SandboxError:
+        skipped.append(f"WORKDIR {workdir} (a system path; /app is used)")
+        workdir = "/app"
+    return SandboxRecipe(limits, workdir, tuple(writable)), skipped
+
+
+def furnish_sandbox(task: HarborTask, sandbox: Sandbox, skipped: list[str]) -> Sandbox:
+    """Put the task's ENV and COPYs into a sandbox made from its recipe; warn once about what is skipped."""
+    skipped = list(skipped)
     sandbox.env.update(task.env)
     for host, dest in task.copies:
         target = dest
-        if not namespaces:  # only the work dir exists: map the task's workdir onto it
+        if sandbox.mode != "namespaces":  # only the work dir exists: map the task's workdir onto it
             if dest == task.workdir or dest.startswith(task.workdir.rstrip("/") + "/"):
                 target = os.path.join(sandbox.workdir, os.path.relpath(dest, task.workdir))
             else:
@@ -502,7 +527,7 @@ def start_sandbox(task: HarborTask, limits: Limits, base_dir: str | None) -> San
         warnings.warn(
             f"task {task.name!r}: not applied in this sandbox: " + "; ".join(skipped),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return sandbox
 

@@ -443,14 +443,15 @@ class Sandbox:
         )
         self._holder.stdin.write(json.dumps(spec).encode() + b"\n")
         self._holder.stdin.flush()
-        deadline, pid = time.monotonic() + 30, None
-        while True:
+        deadline, pid, ready = time.monotonic() + 30, None, False
+        # Two processes answer on one pipe: the holder's parent says "pid", pid 1 says "ready", in either
+        # order (on a loaded machine "ready" can come first).
+        while pid is None or not ready:
             line = _read_line(self._holder.stdout.fileno(), deadline)
             if line.startswith("pid "):
                 pid = int(line.split()[1])
             elif line.startswith("ready "):
-                self.features = json.loads(line[6:])
-                break
+                self.features, ready = json.loads(line[6:]), True
             else:  # "error ..." from the holder (or a traceback): the rest of what it said, then give up
                 rest = ""
                 while select.select([self._holder.stdout], [], [], 1.0)[0]:

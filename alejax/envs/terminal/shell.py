@@ -300,6 +300,13 @@ class Shell:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            # Let the helper reap bash (it waits for it, then exits) before killing the helper: killed first,
+            # it would leave bash to the host's init, which may reap it seconds later, and until then the
+            # sandbox's pid 1 cannot finish ending its namespace (Sandbox.close waits for that).
+            try:
+                self._process.wait(2)
+            except Exception:  # noqa: BLE001 - stopping must not raise
+                pass
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)
             except OSError:
