@@ -42,12 +42,54 @@ import warnings
 
 from alejax.envs.terminal import sandbox as sandbox_module
 from alejax.envs.terminal.sandbox import Limits, Sandbox, SandboxError, SandboxFileError
-from alejax.envs.terminal.tasks import Task, load_own_task_dir
 
 SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 DEFAULT_TIMEOUT_S = 600.0  # Harbor's default agent and verifier timeouts
 TESTS_DIR, LOGS_DIR, SOLUTION_DIR = "/tests", "/logs", "/solution"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    instruction: str
+    setup: str
+    tests: str
+    solution: str
+    network: bool = False  # touches the network: only run where the sandbox can cut it off
+    max_turns: int = 20
+
+
+def load_own_task_dir(path: str) -> Task:
+    """A task in alejax's own layout: instruction.md, setup.sh, run-tests.sh, solution.sh, task.json
+    (optional). `harbor.load_task_dir` reads any layout (Harbor, Terminal-Bench 1, this one). Raises
+    ValueError when the directory or its instruction or tests are missing (empty tests would always pass)."""
+    if not os.path.isdir(path):
+        raise ValueError(f"{path}: no such task directory")
+    missing = [
+        name for name in ("instruction.md", "run-tests.sh") if not os.path.isfile(os.path.join(path, name))
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: not a task directory (missing {', '.join(missing)}; Harbor needs task.toml, "
+            "Terminal-Bench 1 task.yaml)"
+        )
+
+    def read(name: str, default: str = "") -> str:
+        file = os.path.join(path, name)
+        return open(file).read() if os.path.exists(file) else default
+
+    meta = json.loads(read("task.json", "{}"))
+    return Task(
+        name=meta.get("name", os.path.basename(os.path.normpath(path))),
+        instruction=read("instruction.md").strip(),
+        setup=read("setup.sh"),
+        tests=read("run-tests.sh"),
+        solution=read("solution.sh"),
+        network=bool(meta.get("network", False)),
+        max_turns=int(meta.get("max_turns", 20)),
+    )
+
 
 
 class HarborTaskError(ValueError):

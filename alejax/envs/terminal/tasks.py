@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import resource
 import time
 import warnings
 
+from alejax.envs.terminal import harbor
+from alejax.envs.terminal.harbor import Task, load_harbor_task, load_own_task_dir  # noqa: F401 (re-exported)
 from alejax.envs.terminal.sandbox import Limits, capabilities
 
 TASK_DIRS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "task_dirs")
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    name: str
-    instruction: str
-    setup: str
-    tests: str
-    solution: str
-    network: bool = False  # touches the network: only run where the sandbox can cut it off
-    max_turns: int = 20
 
 
 def shipped_task_dirs() -> list[str]:
@@ -49,9 +39,6 @@ def shipped_task_dirs() -> list[str]:
 
 
 def load_shipped_tasks() -> dict[str, Task]:
-    # Imported here, not at the top: harbor.py imports this module.
-    from alejax.envs.terminal.harbor import load_harbor_task
-
     tasks = {}
     for path in shipped_task_dirs():
         with warnings.catch_warnings():
@@ -79,7 +66,7 @@ def _tasks() -> dict[str, Task]:
 
 
 def __getattr__(name: str):
-    # TASKS is read from the task dirs on first use: harbor.py imports this module before it can load them.
+    # TASKS is read from the task dirs on first use (52 directories: not at import).
     if name == "TASKS":
         return _tasks()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -98,8 +85,6 @@ def typed_solution(task, sandbox) -> str | None:
     """The commands of a Harbor task's solve.sh, to type into the agent's shell, when solution/ holds nothing else
     and [solution] sets no env (every shipped task): a demonstration made from the oracle (SFT) then shows the
     commands, not `bash /solution/solve.sh`. None when solve.sh needs its files or env (run it from /solution)."""
-    from alejax.envs.terminal import harbor
-
     if task.solution_env or (task.solution_dir and set(os.listdir(task.solution_dir)) != {"solve.sh"}):
         return None
     script = task.solution
@@ -113,44 +98,11 @@ def category(task: Task) -> str:
     return str(dict(getattr(task, "metadata", ())).get("category", "uncategorized"))
 
 
-def load_own_task_dir(path: str) -> Task:
-    """A task in alejax's own layout: instruction.md, setup.sh, run-tests.sh, solution.sh, task.json
-    (optional). `harbor.load_task_dir` reads any layout (Harbor, Terminal-Bench 1, this one). Raises
-    ValueError when the directory or its instruction or tests are missing (empty tests would always pass)."""
-    if not os.path.isdir(path):
-        raise ValueError(f"{path}: no such task directory")
-    missing = [
-        name for name in ("instruction.md", "run-tests.sh") if not os.path.isfile(os.path.join(path, name))
-    ]
-    if missing:
-        raise ValueError(
-            f"{path}: not a task directory (missing {', '.join(missing)}; Harbor needs task.toml, "
-            "Terminal-Bench 1 task.yaml)"
-        )
-
-    def read(name: str, default: str = "") -> str:
-        file = os.path.join(path, name)
-        return open(file).read() if os.path.exists(file) else default
-
-    meta = json.loads(read("task.json", "{}"))
-    return Task(
-        name=meta.get("name", os.path.basename(os.path.normpath(path))),
-        instruction=read("instruction.md").strip(),
-        setup=read("setup.sh"),
-        tests=read("run-tests.sh"),
-        solution=read("solution.sh"),
-        network=bool(meta.get("network", False)),
-        max_turns=int(meta.get("max_turns", 20)),
-    )
-
-
 # ---- checking the tasks: the oracle passes, the untouched start state fails ----------------------------------
 
 
 def _verify(task, after_oracle: bool, limits) -> dict:
     """Reward of the verifier in a fresh sandbox, after the oracle or on the untouched start state."""
-    from alejax.envs.terminal import harbor
-
     start = time.monotonic()
     sandbox = harbor.start_sandbox(task, limits, None)
     try:
@@ -178,9 +130,7 @@ def _verify(task, after_oracle: bool, limits) -> dict:
 def check_task(task, limits=None) -> dict:
     """Run the task's oracle then its verifier, and its verifier on the untouched start state (each in its own
     sandbox). The oracle passes iff its reward is 1; the start state fails iff the verifier wrote reward 0."""
-    from alejax.envs.terminal.harbor import HarborTask
-
-    if not isinstance(task, HarborTask):
+    if not isinstance(task, harbor.HarborTask):
         raise TypeError(f"task {task.name!r} is not a Harbor or Terminal-Bench 1 task dir: nothing to check")
     limits = limits or Limits(timeout_s=60.0, cpu_s=60)
     if task.network and not capabilities()["network_isolated"]:
