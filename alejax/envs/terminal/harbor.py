@@ -91,7 +91,6 @@ def load_own_task_dir(path: str) -> Task:
     )
 
 
-
 class HarborTaskError(ValueError):
     """A task directory that cannot be loaded; the message names the file and the field."""
 
