@@ -58,7 +58,7 @@ def run_mode(gap: int, steps: int, warmup: int, workdir: str, tokenizer, latency
     rows, t_prev = [], time.perf_counter()
     try:
         for step in range(1, steps + 1):
-            following = task_seeds(c, step + 1) if step < steps else None
+            following = [task_seeds(c, s) for s in range(step + 1, min(step + gap, steps) + 1)]  # k in flight
             metrics = pipeline.step(task_seeds(c, step), following)
             now = time.perf_counter()
             metrics["wall_s"], t_prev = now - t_prev, now
@@ -87,6 +87,7 @@ def main():
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--env-latency", type=float, default=0.1)
+    parser.add_argument("--gap", type=int, default=1, help="async mode's rollouts in flight (k)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         c = load_config_file(f"{CONFIG}:tiny")
@@ -94,7 +95,7 @@ def main():
         _, _, tokenizer = sft_episodes(c.sft)  # the expert's episodes' BPE, as the rl job trains it
         lat = args.env_latency
         sync = run_mode(0, args.steps, args.warmup, os.path.join(workdir, "sync"), tokenizer, lat)
-        async_ = run_mode(1, args.steps, args.warmup, os.path.join(workdir, "async"), tokenizer, lat)
+        async_ = run_mode(args.gap, args.steps, args.warmup, os.path.join(workdir, "async"), tokenizer, lat)
     print(
         "phase breakdown of one synchronous step (s): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sync["phases"].items())
@@ -111,6 +112,7 @@ def main():
         json.dumps(
             {
                 "env_latency_s": args.env_latency,
+                "gap": args.gap,
                 "sync_step_s": round(sync["step_s"], 4),
                 "async_step_s": round(async_["step_s"], 4),
                 "speedup": round(sync["step_s"] / async_["step_s"], 3),

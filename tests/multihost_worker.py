@@ -10,13 +10,21 @@ builds a mesh over all global devices, and runs two sharded, donated train steps
 PPO-clip + KL + entropy + TIS) on a fixed synthetic trajectory batch. The next-token step is fed with only
 this process's rows (`global_batch`, as a per-host loader would); the RL update with the whole batch held
 by every process (`global_batch_from_full`, as the single controller holds it). It writes the losses, metrics and the full updated parameters (gathered from every process).
+
+With `--mode rollout` it runs one whole RL step instead (`RLPipeline.step`: the sampler and the slot scheduler
+playing two-turn episodes on the global mesh with a KV pool and chunked prefill, reference and old log-probs,
+a GRPO update, the weight sync) and writes the trajectories, the step's deterministic metrics, the updated
+parameters, the rows whose envs ran on this process and the episodes its env pool served.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import random
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,19 +35,28 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 
+from alejax.config import load_config_file, section_of  # noqa: E402
+from alejax.data.synthetic import generate_corpus  # noqa: E402
+from alejax.data.tokenizer import train_bpe  # noqa: E402
+from alejax.envs.base import register  # noqa: E402
+from alejax.envs.pools import env_pool_from_config  # noqa: E402
 from alejax.models import ModelConfig  # noqa: E402
 from alejax.parallel import make_mesh  # noqa: E402
 from alejax.parallel.distributed import (  # noqa: E402
+    exchange_objects,
     global_batch,
     global_batch_from_full,
     maybe_initialize,
     process_row_range,
 )
 from alejax.rl.advantages import AdvantageConfig, get_advantage  # noqa: E402
+from alejax.rl.build import build_pipeline  # noqa: E402
 from alejax.rl.losses import LossConfig  # noqa: E402
 from alejax.rl.objective import make_rl_loss  # noqa: E402
 from alejax.rl.pipeline import RLConfig  # noqa: E402
+from alejax.rollout.scheduler import RolloutConfig  # noqa: E402
 from alejax.train.checkpoint import Checkpointer, abstract_like  # noqa: E402
 from alejax.train.state import init_train_state, make_optimizer  # noqa: E402
 from alejax.train.step import batch_shardings, make_train_step, next_token_loss, token_logprobs  # noqa: E402
@@ -80,10 +97,127 @@ def trajectory_batch(seed: int = 2) -> dict[str, np.ndarray]:
     }
 
 
+class TwoTurnEnv:
+    """Two turns: any first answer gets "again"; the second is rewarded when its length is even (about half
+    of an untrained policy's answers: rewards vary within a group, so the update has signal). Each call
+    sleeps a random 0-10 ms, so which answers arrive first differs between processes and runs: the
+    trajectories must not depend on it."""
+
+    tools: list = []
+    system_prompt = "Answer twice."
+
+    def reset(self, seed):
+        self.turn = 0
+        time.sleep(random.random() * 0.01)
+        return f"question {seed}", {}
+
+    def step(self, action):
+        self.turn += 1
+        time.sleep(random.random() * 0.01)
+        if self.turn == 1:
+            return "again", 0.0, False, False, {}
+        reward = float(len(action) % 2 == 0)
+        return "", reward, True, False, {"success": bool(reward)}
+
+
+register("multihost/two_turn", TwoTurnEnv)
+ROLLOUT_GROUPS, ROLLOUT_GROUP_SIZE = 4, 4  # 16 episodes in flight: 2 rows per device, 8 per process
+
+
+class CountingPool:
+    """The env pool, noting which episodes this process's pool served (the envs of the rows it owns)."""
+
+    def __init__(self, pool):
+        self.pool, self.episodes, self.lock = pool, set(), threading.Lock()
+
+    def reset(self, episode_id, seed):
+        with self.lock:
+            self.episodes.add(episode_id)
+        return self.pool.reset(episode_id, seed)
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+
+def rollout_step() -> dict:
+    """One `RLPipeline.step` on the global mesh; returns what the test compares."""
+    tokenizer = train_bpe(generate_corpus(300, seed=0), vocab_size=400)  # deterministic: same on every host
+    c = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "rl.py"))
+    c.seed, c.steps, c.max_length, c.num_devices = 0, 10, 128, -1
+    c.mesh = ConfigDict(MESH)
+    c.env.name, c.env.kwargs = "multihost/two_turn", ConfigDict()
+    c.model = ConfigDict(
+        dict(
+            vocab_size=tokenizer.vocab_size,
+            d_model=32,
+            n_layers=1,
+            n_heads=4,
+            n_kv_heads=2,
+            head_dim=8,
+            mlp_dim=64,
+        )
+    )
+    rl = RLConfig(
+        groups_per_step=ROLLOUT_GROUPS,
+        group_size=ROLLOUT_GROUP_SIZE,
+        minibatch_size=8,
+        filter_zero_variance_groups=False,
+        loss=LossConfig(kl_coef=0.05),
+    )
+    c.rl = section_of(RLConfig, **{f.name: getattr(rl, f.name) for f in dataclasses.fields(rl)})
+    # A KV pool (8 decode rows for 16 episodes) and chunked prefill: the scheduler's whole machinery.
+    rollout = RolloutConfig(max_turns=2, max_new_tokens_per_turn=6, decode_rows=8, prefill_chunk=16)
+    c.rollout = section_of(RolloutConfig, **dataclasses.asdict(rollout))
+    c.optim.learning_rate = 2e-2
+    pool = CountingPool(env_pool_from_config(c.env_pool, c.env.name, {}))
+    t0 = time.time()
+    pipeline = build_pipeline(c, tokenizer, env_pool=pool)
+    print(f"worker: build {time.time() - t0:.1f}s", flush=True)
+    collects = []  # the step's rollout, as the scheduler returns it
+    collect = pipeline.scheduler.collect
+    pipeline.scheduler.collect = lambda *a, **k: collects.append(collect(*a, **k)) or collects[-1]
+    t0 = time.time()
+    metrics = pipeline.step(range(ROLLOUT_GROUPS))
+    print(
+        f"worker: rl step {time.time() - t0:.1f}s ("
+        + ", ".join(f"{k[5:-2]} {v:.1f}s" for k, v in metrics.items() if k.startswith("time_"))
+        + f"; {pipeline.sampler.compilations} sampler programs)",
+        flush=True,
+    )
+    pipeline.close()
+    params = multihost_utils.process_allgather(nnx.to_pure_dict(pipeline.state.params), tiled=True)
+    ((trajectories, _),) = collects
+    width = max(len(t.tokens) for t in trajectories)
+    pad = lambda rows, dtype: np.array([r + [0] * (width - len(r)) for r in rows], dtype)  # noqa: E731
+    deterministic = {
+        k: v
+        for k, v in metrics.items()
+        if not any(word in k for word in ("time", "wall", "utilization", "overlap", "env_pool"))
+    }
+    return {
+        **{
+            f"param:{jax.tree_util.keystr(p)}": np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
+        },
+        **{f"metric:{k}": np.float64(v) for k, v in deterministic.items()},
+        "tokens": pad([t.tokens for t in trajectories], np.int32),
+        "behaviour_logp": pad([t.behaviour_logp for t in trajectories], np.float32),
+        "loss_mask": pad([t.loss_mask for t in trajectories], np.float32),
+        "reward": np.array([t.reward for t in trajectories], np.float32),
+        "owned_rows": np.array([i for i, s in enumerate(pipeline.scheduler.slots) if s.owned], np.int32),
+        "served_episodes": np.array(sorted(pool.episodes), np.int32),
+        # A payload past the inline size takes the exchange's second all-gather.
+        "exchanged_sizes": np.array(
+            [len(x) for x in exchange_objects("y" * 3000 * (jax.process_index() + 1))]
+        ),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, help=".npz file for this process's results")
     parser.add_argument("--checkpoint-dir", default="", help="save + restore the state here (shared)")
+    parser.add_argument("--mode", default="train", choices=["train", "rollout"])
     args = parser.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py: comparable sums
     t0 = time.time()
@@ -94,6 +228,13 @@ def main(argv=None) -> None:
         f"local {jax.local_device_count()} global {jax.device_count()} (joined in {t_join:.1f}s)",
         flush=True,
     )
+    if args.mode == "rollout":
+        results = rollout_step()
+        np.savez(args.out, **results, process_count=np.int64(jax.process_count()))
+        print(f"worker {jax.process_index()}: rollout step done, {time.time() - t0:.1f}s", flush=True)
+        if joined:
+            jax.distributed.shutdown()
+        return
 
     mesh = make_mesh(MESH)
     tx = make_optimizer(1e-2, warmup_steps=1, total_steps=10, schedule="constant")

@@ -37,6 +37,11 @@ def test_config_presets_and_job_registration():
     )
     with pytest.raises(ValueError, match="unknown preset"):
         module.get_config("huge")
+    real = module.get_config(
+        "smollm2"
+    )  # the real-model preset (bench/real_rl.py): LoRA on SmolLM2, mixed expert
+    assert real.sft.pretrained == "smollm2" and real.sft.lora.rank == real.lora.rank == 8
+    assert real.sft.expert.guess_fraction == 0.5 and not real.sft.data.successful_only
     c = module.get_config()
     c.rl.bogus = 1
     with pytest.raises(ValueError, match="bogus"):
@@ -58,7 +63,10 @@ def test_rl_job_is_killed_and_resumes_to_the_same_final_step(tmp_path, capsys):
     assert last["rl_step"] == 4 and last["policy_version"] == 4  # the restored trainer version continued
     rows = read_metrics(str(tmp_path / "metrics.jsonl"))
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["reward"] >= 0
-    assert [r["staleness"] for r in rows] == [0, 1, 0, 1]  # each run's first rollout has nothing to overlap
+    # Each run's first rollout has nothing to overlap; the next one usually starts a turn before the sync (1),
+    # but on a loaded box its first turn may begin after it (0): the bound is what holds every time.
+    staleness = [r["staleness"] for r in rows]
+    assert staleness[0] == staleness[2] == 0 and max(staleness) <= 1, staleness
     for phase in ("rollout", "reward", "old_logp", "train", "sync", "idle"):
         assert all(f"time_{phase}_s" in r for r in rows), phase
     assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())[-1] == 4

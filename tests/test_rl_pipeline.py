@@ -246,37 +246,46 @@ def test_async_rollout_overlaps_training_within_the_version_gap(tokenizer):
         max_policy_version_gap=1,
     )
     pipeline, pool = _pipeline(tokenizer, rl, lr=1e-2)
-    # Record, for every rollout, the weights the sampler held when it started: its trajectories' μ must
-    # come from exactly those weights (the sampler is never updated under a running rollout).
-    rollouts = []
-    collect = pipeline._collect
+    # Keep the trainer's weights of every version: each turn's μ must come from exactly the weights of the
+    # version the turn records (syncs land between turns, never inside one; tests/test_rollout_versions.py).
+    weights = {0: jax.tree.map(np.asarray, pipeline.state.params)}
+    taken = []
+    take = pipeline._take_rollout
 
-    def recording_collect(seeds, version):
-        weights = jax.tree.map(np.asarray, pipeline.sampler.params)
-        trajectories, stats, wall = collect(seeds, version)
-        rollouts.append((version, weights, trajectories))
+    def recording_take(seeds):
+        trajectories, stats, wall = take(seeds)
+        taken.append(trajectories)
         return trajectories, stats, wall
 
-    pipeline._collect = recording_collect
+    pipeline._take_rollout = recording_take
     seeds = [range(2 * i, 2 * i + 2) for i in range(4)]
-    steps = [pipeline.step(s, seeds[i + 1] if i + 1 < len(seeds) else None) for i, s in enumerate(seeds)]
+    steps = []
+    for i, s in enumerate(seeds):
+        steps.append(pipeline.step(s, seeds[i + 1] if i + 1 < len(seeds) else None))
+        weights[pipeline.policy_version] = jax.tree.map(np.asarray, pipeline.state.params)
     pipeline.close()
     pool.close()
-    assert [m["staleness"] for m in steps] == [0, 1, 1, 1]  # the first rollout has nothing to overlap
+    # The first rollout has nothing to overlap; the second started while the first step trained (compiling).
+    assert [m["staleness"] for m in steps[:2]] == [0, 1] and all(m["staleness"] <= 1 for m in steps)
     assert [m["policy_version"] for m in steps] == [1, 2, 3, 4]
     assert all(m["stale_dropped"] == 0 and "skipped_update" not in m for m in steps)
     assert all(m["overlap_fraction"] > 0 for m in steps[1:]) and steps[0]["overlap_fraction"] == 0
+    assert [m["rollouts_in_flight"] for m in steps] == [1, 1, 1, 0]
     for m in steps:
         for phase in ("rollout", "reward", "reference", "old_logp", "train", "sync", "idle"):
             assert m[f"time_{phase}_s"] >= 0, phase
-    assert [v for v, _, _ in rollouts] == [0, 0, 1, 2]
     # The last step synced at once (nothing in flight): the sampler holds the final weights.
     assert pipeline.sampler_version == pipeline.policy_version == 4
-    for version, weights, trajectories in rollouts[1:]:
-        batch = collate(trajectories, pad_to=128)
-        logp = pipeline._logprobs(jax.tree.map(jax.numpy.asarray, weights), batch)
-        mask = batch.loss_mask.astype(bool)
-        np.testing.assert_allclose(logp[mask], batch.behaviour_logp[mask], atol=1e-4, err_msg=f"v{version}")
+    for step, trajectories in enumerate(taken):
+        for version in {t.turn_policy_versions[0] for t in trajectories}:  # one turn each
+            sampled = [t for t in trajectories if t.turn_policy_versions == [version]]
+            assert step - 1 <= version <= step and all(t.info["policy_version"] == version for t in sampled)
+            batch = collate(sampled, pad_to=128)
+            mask = batch.loss_mask.astype(bool)
+            logp = pipeline._logprobs(jax.tree.map(jax.numpy.asarray, weights[version]), batch)
+            np.testing.assert_allclose(
+                logp[mask], batch.behaviour_logp[mask], atol=1e-4, err_msg=f"v{version}"
+            )
 
 
 def test_a_batch_staler_than_the_gap_is_not_trained_on(tokenizer):

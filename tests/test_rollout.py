@@ -160,6 +160,23 @@ def test_cache_views_equal_the_whole_cache_and_compile_per_view(model):
     assert whole.compilations == 2
 
 
+def test_unstacked_decode_layers_sample_what_the_scan_samples(model):
+    """Decode from per-layer weight copies and per-layer cache views (`unstack`, the CPU default without a
+    mesh) samples the tokens and log-probs of the stacked layers' scan, across views and a weight update."""
+    prompts = _prompts([5, 30, 13], seed=4)
+    kwargs = dict(batch_size=3, max_length=256, sampling=SamplingConfig(1.0, top_k=20), segment=6)
+    scan, unrolled = Sampler(model, unstack=False, **kwargs), Sampler(model, unstack=True, **kwargs)
+    before = unrolled.generate(prompts, 40, seed=3)
+    assert before[0] == scan.generate(prompts, 40, seed=3)[0]
+    for sampler in (scan, unrolled):  # new weights: the per-layer copies made above must follow them
+        sampler.update_params(jax.tree.map(lambda a: a * 1.5, sampler.params))
+    expected, expected_logp = scan.generate(prompts, 40, seed=3)
+    got, got_logp = unrolled.generate(prompts, 40, seed=3)
+    assert got == expected and got != before[0]
+    for a, b in zip(got_logp, expected_logp):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_fewer_decode_rows_than_cache_rows_samples_the_same(model):
     """A sampler whose decode computes 2 of its 6 cache rows (the rest hold waiting rows' KV) samples
     what one decoding every row samples; early segment ends (`min_active`) change nothing either."""

@@ -70,8 +70,9 @@ def train_loop(pipeline: RLPipeline, config: ConfigDict, workdir: str) -> dict[s
             workdir, wandb_project=config.wandb_project or None, config=config.to_dict()
         ) as writer:
             for step in range(first + 1, config.steps + 1):
-                following = task_seeds(config, step + 1) if step < config.steps else None
-                metrics = pipeline.step(task_seeds(config, step), following)
+                # Async mode keeps the rollouts of the next `gap` steps in flight: their seeds, in order.
+                ahead = range(step + 1, min(step + config.rl.max_policy_version_gap, config.steps) + 1)
+                metrics = pipeline.step(task_seeds(config, step), [task_seeds(config, s) for s in ahead])
                 metrics["rl_step"] = step
                 last = writer.write(step, metrics)
                 progress.update(step, {k: last[k] for k in SHOWN if k in last}, force=step == config.steps)

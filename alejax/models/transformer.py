@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -400,6 +400,13 @@ def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> Block:
     return make(rngs)
 
 
+def unstack_layers(layers: nnx.State) -> list[nnx.State]:
+    """A model state's stacked `layers` entry as one state per layer, each slice copied to its own buffers
+    (for `Transformer.hidden_states(unstacked_layers=...)`)."""
+    n_layers = jax.tree.leaves(layers)[0].shape[0]
+    return [jax.tree.map(lambda a, i=i: jnp.array(a[i], copy=True), layers) for i in range(n_layers)]
+
+
 class Transformer(nnx.Module):
     """Decoder-only LM. `model(tokens)` -> logits [B, T, V]; with `cache=` -> (logits, new cache)."""
 
@@ -426,11 +433,18 @@ class Transformer(nnx.Module):
         dropout_key: jax.Array | None = None,
         attend_length: int | None = None,
         cache_rows: jax.Array | None = None,
+        unstacked_layers: Sequence[nnx.State] | None = None,
     ):
         """Final-normed hidden states [B, T, d_model] (what reward and value heads read) and the new cache.
         `dropout_key` (a key, or its raw uint32 data): turns on the LoRA adapters' dropout (training only).
         With `cache`: `attend_length` (static int) — attention reads cache positions below it only;
-        `cache_rows` [B] — the cache row each input row uses (None: the same index)."""
+        `cache_rows` [B] — the cache row each input row uses (None: the same index).
+        `unstacked_layers`: the layers' parameters as one state per layer, each in its own buffers
+        (`unstack_layers`), used instead of `self.layers`' stacked ones: the layers then run unrolled, each
+        matmul reading its weights in place (and `cache` may be a list of per-layer caches, likewise). Under
+        the scan, XLA's CPU backend copies each layer's weights out of the stacked arrays before its matmuls
+        (a dynamic slice cannot feed its dots in place): in SmolLM2's decode step those copies took ~30% of
+        the time (docs/rollout.md, "SmolLM2")."""
         c = self.config
         tokens = constrain(tokens, ("batch", "length"))
         if positions is None:
@@ -459,11 +473,23 @@ class Transformer(nnx.Module):
             )
             return (x, layer_cache), None
 
-        if c.remat != "none":  # what the backward pass keeps of each layer (the scan stacks it over layers)
-            apply_block = jax.checkpoint(apply_block, policy=_REMAT_POLICIES[c.remat], prevent_cse=False)
-
-        layer_inputs = (layer_params, jnp.arange(c.n_layers))
-        (x, new_cache), _ = jax.lax.scan(apply_block, (x, cache), layer_inputs, unroll=c.scan_unroll)
+        if unstacked_layers is not None:
+            # Unrolled, no remat (inference). `cache` may be a list of per-layer caches ([1, ...] each): each
+            # layer then reads and writes its own buffers in place, where a slice of the stacked cache is
+            # copied out for the attention at every call.
+            per_layer = isinstance(cache, list)
+            new_cache = list(cache) if per_layer else cache
+            for layer, params in enumerate(unstacked_layers):
+                if per_layer:
+                    (x, new_cache[layer]), _ = apply_block((x, new_cache[layer]), (params, 0))
+                else:
+                    (x, new_cache), _ = apply_block((x, new_cache), (params, layer))
+        else:
+            # What the backward pass keeps of each layer (the scan stacks it over layers).
+            if c.remat != "none":
+                apply_block = jax.checkpoint(apply_block, policy=_REMAT_POLICIES[c.remat], prevent_cse=False)
+            layer_inputs = (layer_params, jnp.arange(c.n_layers))
+            (x, new_cache), _ = jax.lax.scan(apply_block, (x, cache), layer_inputs, unroll=c.scan_unroll)
         x = self.final_norm(x)
         return x, new_cache
 
@@ -485,9 +511,10 @@ class Transformer(nnx.Module):
         dropout_key: jax.Array | None = None,
         attend_length: int | None = None,
         cache_rows: jax.Array | None = None,
+        unstacked_layers: Sequence[nnx.State] | None = None,
     ):
         hidden, new_cache = self.hidden_states(
-            tokens, positions, segment_ids, cache, dropout_key, attend_length, cache_rows
+            tokens, positions, segment_ids, cache, dropout_key, attend_length, cache_rows, unstacked_layers
         )
         logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)

@@ -12,15 +12,22 @@ How a process learns it is part of a multi-process job, first match wins:
    `launch/tpu.py run` sets it on every worker. `ALEJAX_DISTRIBUTED=0` turns all of this off.
 
 Anything else is a single-process run: no coordinator, no call, no cost.
+
+Reading device values on the host goes through `to_host` (the one place: on several processes a batch-sharded
+array is not all on this host, and `np.asarray` of it fails); small host-side Python values (env results) go
+between processes through `exchange_objects`. Both are collective on several processes: every process calls
+them at the same point, as SPMD calls to jit'd programs already must.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 __all__ = [
     "distributed_settings",
@@ -28,6 +35,9 @@ __all__ = [
     "global_batch",
     "global_batch_from_full",
     "process_row_range",
+    "to_host",
+    "exchange_objects",
+    "row_owners",
 ]
 
 _ON = ("1", "true", "yes", "on")
@@ -182,3 +192,63 @@ def global_batch_from_full(
         v = np.asarray(v)
         out[k] = jax.make_array_from_callback(v.shape, shardings[k], lambda index, v=v: v[index])
     return out
+
+
+def to_host(tree: Any) -> Any:
+    """`tree`'s arrays as numpy on this host: the one way the rollout path reads device values.
+
+    An array this process holds whole (one process, or replicated) is read in place; one sharded over
+    devices of other processes is first all-gathered on the devices (`process_allgather`), never fetched from
+    devices this host cannot address. Collective in that case: every process must call it, with the same tree.
+    """
+
+    def local(x) -> bool:
+        return not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated
+
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [i for i, x in enumerate(leaves) if not local(x)]
+    if spread:  # one gather for all of them
+        gathered = multihost_utils.process_allgather([leaves[i] for i in spread], tiled=True)
+        for i, x in zip(spread, gathered):
+            leaves[i] = x
+    return jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
+
+
+def exchange_objects(obj: Any, inline_bytes: int = 1024) -> list[Any]:
+    """Every process's `obj` (picklable), in process order, on every process (one process: `[obj]`).
+
+    Collective: every process calls it at the same point. Used for small host-side values such as the env
+    results of the rows a process owns: one all-gather when every payload fits in `inline_bytes`, else a second
+    one padded to a power of two (so few programs compile)."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(pickle.dumps(obj), np.uint8)
+    head = np.zeros(4 + inline_bytes, np.uint8)  # the payload's size (4 bytes), then the payload if it fits
+    head[:4] = np.frombuffer(np.array([data.size], "<u4").tobytes(), np.uint8)
+    if data.size <= inline_bytes:
+        head[4 : 4 + data.size] = data
+    heads = np.asarray(multihost_utils.process_allgather(head)).reshape(-1, head.size)
+    sizes = [int(np.frombuffer(h[:4].tobytes(), "<u4")[0]) for h in heads]
+    if max(sizes) <= inline_bytes:
+        payloads = [h[4 : 4 + n] for h, n in zip(heads, sizes)]
+    else:
+        padded = np.zeros(1 << (max(sizes) - 1).bit_length(), np.uint8)
+        padded[: data.size] = data
+        payloads = [
+            row[:n]
+            for row, n in zip(
+                np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1), sizes
+            )
+        ]
+    return [pickle.loads(p.tobytes()) for p in payloads]
+
+
+def row_owners(sharding: jax.sharding.Sharding, shape: tuple[int, ...], axis: int = 0) -> np.ndarray:
+    """The process that owns each index along `axis` of an array of `shape` under `sharding`: one of the
+    processes whose devices hold it (rows replicated over several processes are dealt round-robin among
+    them), so per-row host work (a row's env) runs where the row's data lives and is spread evenly."""
+    holders = [set() for _ in range(shape[axis])]
+    for device, index in sharding.devices_indices_map(tuple(shape)).items():
+        for row in range(shape[axis])[index[axis]]:
+            holders[row].add(device.process_index)
+    return np.array([sorted(h)[row % len(h)] for row, h in enumerate(holders)], np.int32)

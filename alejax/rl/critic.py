@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 
 from alejax.models.config import ModelConfig
 from alejax.models.transformer import Transformer
+from alejax.parallel.distributed import to_host
 from alejax.parallel.placement import reshard
 from alejax.train.state import TrainState, create_train_state, make_optimizer
 from alejax.train.step import LOSS_WEIGHT, make_train_step, minibatch_epochs
@@ -187,7 +188,7 @@ class Critic:
         with jax.set_mesh(self.mesh):
             for i in range(0, len(batch), n):
                 inputs = {k: jnp.asarray(v[i : i + n]) for k, v in batch.model_inputs().items()}
-                out.append(np.asarray(self.values_fn(self.state.params, inputs)))
+                out.append(to_host(self.values_fn(self.state.params, inputs)))
         return np.concatenate(out)
 
     def update(

@@ -13,18 +13,21 @@ Advantages are computed in one place for every estimator (the `advantages` phase
 (`advantage="gae"`) a `values` phase runs before it and a `critic` phase trains the value model on the
 returns after the policy update.
 
-Async mode (`max_policy_version_gap >= 1`, `step(seeds, next_task_seeds)`): right after this step's
-rollout is taken, the rollout of the next step starts in a background thread with the sampler's current
-weights, and runs while this step scores, computes log-probs and trains. The sampler's weights are never
-swapped under a running rollout: the sync is deferred to the start of the next step, once that rollout
-is in. Trajectories record the policy version that sampled them (`info["policy_version"]`); the sampler
-has one KV cache, so one rollout is in flight at most and the staleness is 0 or 1. A batch staler than
-the gap is not trained on (counted in `stale_dropped`). `time_rollout_s` is then only the wait for the
-rollout; `rollout_wall_s` is its own wall time and `overlap_fraction` the share of it hidden behind work.
+Async mode (`max_policy_version_gap` = k >= 1, `step(seeds, next_task_seeds)`): right after this step's
+rollout is taken, the rollouts of the next k steps are kept in flight: submitted to the one scheduler and
+played by a background thread while this step scores, computes log-probs and trains (their episodes share
+the sampler's rows: the next rollout's episodes start as the earlier one's finish). Each sync goes to the
+sampler at once and lands at its next turn boundary (`RolloutScheduler.update_weights`): no turn mixes two
+versions, an episode may span versions across turns, and every turn records its version
+(`Trajectory.turn_policy_versions`). A trajectory's staleness counts from its oldest turn
+(`info["policy_version"]`), so it is at most k; a batch staler than the gap is not trained on (counted in
+`stale_dropped`). `time_rollout_s` is then only the wait for the rollout; `rollout_wall_s` is its own wall
+time and `overlap_fraction` the share of it hidden behind work.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -42,6 +45,7 @@ from alejax.data.packing import packed_model_inputs
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.pools import EnvPool, pool_stats
 from alejax.models.lora import tree_bytes
+from alejax.parallel.distributed import to_host
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import batch_parallelism, state_shardings
 from alejax.rl.advantages import AdvantageConfig
@@ -68,7 +72,9 @@ class RLConfig:
     # Dynamic sampling that refills (DAPO / ROLL): while fewer than groups_per_step groups carry signal, play
     # new groups (fresh task seeds, a function of the step's) up to this many extra groups per step; 0: off.
     max_refill_groups: int = 0
-    max_policy_version_gap: int = 0  # 0: synchronous; >= 1: the next rollout overlaps this step's training
+    # 0: synchronous. k >= 1: async, the rollouts of the next k steps in flight while a step trains, so a
+    # trajectory's oldest turn is at most k policy versions behind the trainer (docs/rl.md, "Async mode").
+    max_policy_version_gap: int = 0
     resample: ResampleConfig = ResampleConfig()  # IPA's chunk-initialized resampling, when enabled
     # Pack the trajectories of each update (and of the log-prob passes) into fewer rows for the model's
     # forward and backward (`alejax.data.packing.packed_model_inputs`); the losses see the [B, T] layout.
@@ -87,6 +93,15 @@ def group_requests(task_seeds, group_size: int) -> list[EpisodeRequest]:
         for g, s in enumerate(task_seeds)
         for _ in range(group_size)
     ]
+
+
+def following_steps(next_task_seeds) -> list[tuple[int, ...]]:
+    """`step`'s next_task_seeds as a list of steps' seeds: one step's seeds (ints), or several steps' seeds
+    (a sequence of sequences of ints, the next step first); None: none."""
+    steps = list(next_task_seeds) if next_task_seeds is not None else []
+    if steps and isinstance(steps[0], (int, np.integer)):
+        steps = [steps]
+    return [tuple(int(s) for s in seeds) for seeds in steps]
 
 
 def keep_informative(trajectories, filter_zero_variance: bool):
@@ -145,12 +160,17 @@ class RLPipeline:
     reward_worker: Callable | None = None  # e.g. alejax.reward.worker.RewardWorker: adds RM scores to rewards
     policy_version: int = 0  # optimizer steps taken by the trainer (one per RL step that updated)
     critic: Any = None  # alejax.rl.critic.Critic: the value model GAE needs
-    sampler_version: int = 0  # the policy version whose weights the sampler holds
     sync_bytes: int = 0  # bytes the last weight sync moved
     resampler: ChunkResampler | None = None  # with config.resample.enabled: picks requests, sees trajectories
     microbatches: int = 1  # gradient accumulation inside each update (`make_train_step`)
-    _pending: Any = dataclasses.field(default=None, repr=False)  # (seeds, future) of the rollout in flight
+    # (seeds, future) of each rollout in flight, the next step's first; the thread that plays them
+    _in_flight: collections.deque = dataclasses.field(default_factory=collections.deque, repr=False)
     _executor: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def sampler_version(self) -> int:
+        """The policy version whose weights the sampler holds (a sync waiting for a turn boundary: not yet)."""
+        return self.scheduler.policy_version
 
     @classmethod
     def build(
@@ -188,6 +208,10 @@ class RLPipeline:
             )
         if config.advantage == "gae" and critic is None:
             raise ValueError("advantage='gae' needs a value model: pass critic=alejax.rl.critic.Critic(...)")
+        if config.max_policy_version_gap > 0 and jax.process_count() > 1:
+            # Every host runs the same scheduler loop; rollouts submitted and weights synced from another
+            # thread would join it at points that follow each host's own timing (docs/rollout.md, Multi-host).
+            raise ValueError("rl.max_policy_version_gap > 0 (async rollouts) is single-process for now")
         if config.minibatch_size % microbatches:
             raise ValueError(
                 f"rl.minibatch_size={config.minibatch_size} is not divisible by microbatches={microbatches}"
@@ -234,17 +258,14 @@ class RLPipeline:
 
     # -- the step --------------------------------------------------------------------------------------
     def step(self, task_seeds, next_task_seeds=None) -> dict[str, float]:
-        """One RL step on `task_seeds`. In async mode, `next_task_seeds` (the next call's seeds) start
-        rolling out in the background while this step trains."""
+        """One RL step on `task_seeds`. In async mode (`max_policy_version_gap` = k >= 1), `next_task_seeds`
+        are the seeds of the steps that follow (`following_steps`: one step's, or a list of several steps'):
+        the rollouts of the first k of them play in the background while this step trains."""
         cfg, seconds, start = self.config, dict.fromkeys(PHASES, 0.0), time.perf_counter()
-        with timed(seconds, "rollout"):  # async: only the wait for the rollout started a step earlier
+        with timed(seconds, "rollout"):  # async: only the wait for the rollout started earlier
             trajectories, rollout_stats, rollout_wall = self._take_rollout(task_seeds)
-        if self.sampler_version < self.policy_version:  # a sync deferred while a rollout was in flight
-            with timed(seconds, "sync"):
-                self.sync()
-        overlapping = cfg.max_policy_version_gap > 0 and next_task_seeds is not None
-        if overlapping:
-            self._launch_rollout(next_task_seeds)
+        if cfg.max_policy_version_gap > 0:
+            self._launch_rollouts(following_steps(next_task_seeds)[: cfg.max_policy_version_gap])
         with timed(seconds, "reward"):
             # Environment rewards summed per episode, plus the reward model's scores when a worker is set.
             if self.reward_worker is not None:
@@ -265,6 +286,10 @@ class RLPipeline:
             "env_timeouts": rollout_stats.env_timeouts,
             "slot_utilization": rollout_stats.slot_utilization,
             "rollout_wall_s": rollout_wall,
+            "rollouts_in_flight": float(len(self._in_flight)),  # the next steps' rollouts playing now
+            # Syncs that landed between turns while this rollout played (its episodes may span versions).
+            "weight_swaps": float(rollout_stats.weight_swaps),
+            "swap_wait_s": rollout_stats.time_swap_wait_s,  # syncs waiting for the turns in decode to end
             # Share of the rollout's wall time hidden behind the previous step's work (0 when synchronous).
             "overlap_fraction": max(0.0, 1.0 - seconds["rollout"] / max(rollout_wall, 1e-9)),
         }
@@ -276,9 +301,12 @@ class RLPipeline:
         metrics["context_forks"] = float(rollout_stats.context_forks)
         trajectories = with_segments(trajectories)
         metrics["trajectories"] = float(len(trajectories))  # episodes + context forks
-        # Trainer version minus the version that sampled each trajectory (tagged by `_collect`).
+        # Trainer version minus the oldest version that sampled a turn of each trajectory (`_tag_versions`).
         staleness = {id(t): self.policy_version - t.info["policy_version"] for t in trajectories}
         metrics["staleness"] = float(max(staleness.values(), default=0))
+        metrics["mixed_version_trajectories"] = float(
+            np.mean([len({v for v in t.turn_policy_versions if v >= 0}) > 1 for t in trajectories])
+        )
         kept = keep_informative(trajectories, cfg.filter_zero_variance_groups)
         fresh = [t for t in kept if staleness[id(t)] <= cfg.max_policy_version_gap]
         metrics["stale_dropped"] = float(len(kept) - len(fresh))
@@ -313,9 +341,8 @@ class RLPipeline:
             if self.critic is not None:
                 with timed(seconds, "critic"):
                     metrics.update(self.critic.update(batch, returns, values))
-            if not overlapping:  # with a rollout in flight, the next step syncs once it is in
-                with timed(seconds, "sync"):
-                    self.sync()
+            with timed(seconds, "sync"):  # rollouts in flight take the weights at their next turn boundary
+                self.sync()
         else:
             metrics["skipped_update"] = 1.0
         seconds["idle"] = max(0.0, time.perf_counter() - start - sum(seconds.values()))  # bookkeeping between
@@ -325,17 +352,25 @@ class RLPipeline:
         return metrics
 
     # -- async rollout -----------------------------------------------------------------------------------
-    def _collect(self, task_seeds, version: int):
-        """Plays the seeds' groups with the sampler's weights, tagging each trajectory with their version."""
+    def _requests(self, task_seeds) -> list[EpisodeRequest]:
         if self.resampler is not None:  # IPA: groups spread over anchors of each task's expert prefix
-            requests = self.resampler.requests(task_seeds, self.config.group_size)
-        else:
-            requests = group_requests(task_seeds, self.config.group_size)
-        trajectories, stats = self.scheduler.collect(requests)
+            return self.resampler.requests(task_seeds, self.config.group_size)
+        return group_requests(task_seeds, self.config.group_size)
+
+    def _collect(self, task_seeds):
+        """Plays the seeds' groups now (behind the rollouts in flight, if any) and tags their versions."""
+        trajectories, stats = self.scheduler.collect(self._requests(task_seeds))
+        self._tag_versions(trajectories)
+        return trajectories, stats, stats.wall_s
+
+    def _tag_versions(self, trajectories) -> None:
+        """info["policy_version"] of each trajectory (each context segment its own): the oldest version that
+        sampled one of its turns, what its staleness counts from; one with no sampled turn (a pure expert
+        replay) carries no μ and counts as the trainer's current version."""
         for t in trajectories:
             for segment in (*t.segments, t):
-                segment.info["policy_version"] = version
-        return trajectories, stats, stats.wall_s
+                oldest = segment.oldest_policy_version
+                segment.info["policy_version"] = self.policy_version if oldest is None else oldest
 
     def _refill(self, kept, trajectories, task_seeds):
         """Plays new groups until `groups_per_step` informative ones are in hand or `max_refill_groups` are
@@ -353,7 +388,7 @@ class RLPipeline:
             n = min(cfg.max_refill_groups - sampled, max(missing, math.ceil(missing / rate)))
             rng = np.random.default_rng([*(int(s) for s in task_seeds), rounds])
             seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n)]
-            new, _, _ = self._collect(seeds, self.sampler_version)
+            new, _, _ = self._collect(seeds)
             if self.reward_worker is not None:
                 self.reward_worker([t for t in new if not t.aborted])
             new = with_segments(new)
@@ -371,31 +406,41 @@ class RLPipeline:
             "informative_groups": float(len(keep_groups)),
         }
 
-    def _launch_rollout(self, task_seeds) -> None:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rollout")
-        seeds = tuple(int(s) for s in task_seeds)
-        self._pending = (seeds, self._executor.submit(self._collect, seeds, self.sampler_version))
+    def _launch_rollouts(self, upcoming: list[tuple[int, ...]]) -> None:
+        """Keeps the rollouts of the next steps (`upcoming`, at most the gap of them) in flight: each one not
+        yet submitted goes to the scheduler, played by the rollout thread with those already there."""
+        for i, seeds in enumerate(upcoming):
+            if i < len(self._in_flight):
+                if self._in_flight[i][0] != seeds:
+                    raise ValueError(
+                        f"next_task_seeds names step +{i + 1} {list(seeds)[:4]}..., but that step's rollout in "
+                        f"flight plays {list(self._in_flight[i][0])[:4]}..."
+                    )
+                continue
+            self._in_flight.append((seeds, self.scheduler.submit(self._requests(seeds))))
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rollout")
+            self._executor.submit(self.scheduler.play)  # returns at once if the loop is already playing
 
     def _take_rollout(self, task_seeds):
         seeds = tuple(int(s) for s in task_seeds)
-        if self._pending is None:
-            return self._collect(seeds, self.sampler_version)
-        pending_seeds, future = self._pending
-        self._pending = None
-        result = future.result()  # re-raises a failure of the background rollout here
-        if pending_seeds != seeds:
+        if not self._in_flight:
+            return self._collect(seeds)
+        if self._in_flight[0][0] != seeds:
             raise ValueError(
-                f"step(task_seeds={list(seeds)[:4]}...) differs from the next_task_seeds given to the previous "
-                f"step ({list(pending_seeds)[:4]}...), whose rollout is the one in flight"
+                f"step(task_seeds={list(seeds)[:4]}...) differs from the next_task_seeds given to an earlier "
+                f"step ({list(self._in_flight[0][0])[:4]}...), whose rollout is the next one in flight"
             )
-        return result
+        _, future = self._in_flight.popleft()
+        trajectories, stats = future.result()  # re-raises a failure of the background rollout here
+        self._tag_versions(trajectories)
+        return trajectories, stats, stats.wall_s
 
     def sync(self) -> None:
         """The trainer's weights, copied to the sampler's layout (never its donated buffers): what trains
-        only (LoRA: the adapters); `sync_bytes` counts what moved."""
-        self.sampler.update_params(reshard(self.state.params, self.infer_shardings))
-        self.sampler_version = self.policy_version
+        only (LoRA: the adapters); `sync_bytes` counts what moved. With rollouts in flight the sampler
+        takes them at its next turn boundary (`RolloutScheduler.update_weights`); this does not wait."""
+        self.scheduler.update_weights(reshard(self.state.params, self.infer_shardings), self.policy_version)
         self.sync_bytes = tree_bytes(self.state.params)
 
     # -- checkpoints -------------------------------------------------------------------------------------
@@ -425,11 +470,10 @@ class RLPipeline:
         self.sync()
 
     def close(self) -> None:
-        """Waits for a rollout in flight (its env episodes release cleanly), stops the rollout thread and
-        closes the env pool."""
-        if self._pending is not None:
-            self._pending[1].exception()
-            self._pending = None
+        """Waits for the rollouts in flight (their env episodes release cleanly), stops the rollout thread
+        and closes the env pool."""
+        while self._in_flight:
+            self._in_flight.popleft()[1].exception()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -443,7 +487,7 @@ class RLPipeline:
             for i in range(0, len(batch), n):
                 inputs = self._model_inputs({k: v[i : i + n] for k, v in batch.model_inputs().items()})
                 inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
-                out.append(np.asarray(self.logprob_fn(params, self.state.frozen, inputs)))
+                out.append(to_host(self.logprob_fn(params, self.state.frozen, inputs)))
         return np.concatenate(out)
 
     def _model_inputs(self, arrays: dict[str, np.ndarray], groups: int = 1) -> dict[str, np.ndarray]:

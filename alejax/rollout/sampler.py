@@ -36,7 +36,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from alejax.models.transformer import KVCache, Transformer, init_cache
+from alejax.models.transformer import KVCache, Transformer, init_cache, unstack_layers
+from alejax.parallel.distributed import to_host
 from alejax.parallel.rules import logical_to_spec
 
 LOGPROB_KINDS = ("sampled", "full")
@@ -66,7 +67,7 @@ def sample_logits(logits: jax.Array, rng: jax.Array, config: SamplingConfig):
     Greedy (T = 0) returns the untempered full log-prob either way (the draw itself is certain)."""
     logits = logits.astype(jnp.float32)
     if config.temperature == 0:
-        token = jnp.argmax(logits, axis=-1)
+        token = _first_argmax(logits)
         log_probs = jax.nn.log_softmax(logits, axis=-1)
     else:
         scaled = logits / config.temperature
@@ -94,6 +95,15 @@ def sample_logits(logits: jax.Array, rng: jax.Array, config: SamplingConfig):
             return token.astype(jnp.int32), jnp.take_along_axis(drawn_from, choice[..., None], -1)[..., 0]
     logp = jnp.take_along_axis(log_probs, token[..., None], axis=-1)[..., 0]
     return token.astype(jnp.int32), logp
+
+
+def _first_argmax(logits: jax.Array) -> jax.Array:
+    """jnp.argmax over the last axis (the first index of the maximum) as two plain reductions: XLA's CPU
+    (value, index) reduce behind argmax took ~3x longer (64 x 49,152 logits: 29 vs 10 ms, 2 shared cores)."""
+    best = jnp.max(logits, axis=-1, keepdims=True)
+    vocab = logits.shape[-1]
+    first = jnp.min(jnp.where(logits == best, jnp.arange(vocab), vocab), axis=-1)
+    return jnp.minimum(first, vocab - 1)  # all-NaN rows (no index equals the max): the last token
 
 
 def _nucleus_without_sort(logits: jax.Array, top_p: float, iterations: int = 30) -> jax.Array:
@@ -150,8 +160,17 @@ class Sampler:
         cache_views: bool = True,
         min_cache_view: int = 256,
         decode_rows: int | None = None,
+        unstack: bool | None = None,
     ):
         self.graphdef, self.params = nnx.split(model)
+        # Decode runs the layers unrolled from per-layer copies of their weights (`unstack_layers`): under
+        # the layer scan XLA's CPU backend copies every layer's weights out of the stacked arrays at every
+        # step, ~30% of SmolLM2's decode step on CPU (docs/rollout.md, "SmolLM2"); each layer's cache view
+        # gets its own buffers for the call too (below). The price: a second copy of the layers' weights,
+        # a transient one of the cache view, and a decode program that compiles each layer. None: on for
+        # the CPU backend without a mesh (where it was measured; elsewhere the stacked layout stays).
+        self.unstack = (mesh is None and jax.default_backend() == "cpu") if unstack is None else unstack
+        self._unstacked: tuple = (None, None)  # (the params they were made from, the per-layer states)
         self.config = model.config
         self.batch_size, self.max_length, self.segment = batch_size, max_length, segment
         # A decode call computes at most `decode_rows` of the cache's `batch_size` rows (gathered by index):
@@ -225,7 +244,8 @@ class Sampler:
         Only the rows with a chunk are computed (their count padded to a power of two, at least
         batch_size / 8), so one episode's observation in a batch of 64 does not cost 64 rows' prefill.
         Returns (cache, next_token [B], next_logp [B]) for the rows' next token (device arrays, sharded
-        like the rows; read them with `np.asarray` on one host); untouched rows get 0.
+        like the rows; read them with `alejax.parallel.to_host`, which works on any number of hosts);
+        untouched rows get 0.
         """
         self._check_keys(rng)
         lengths = np.array([0 if c is None else len(c) for c in chunks], np.int32)
@@ -272,9 +292,28 @@ class Sampler:
             )
 
     # -- decode --------------------------------------------------------------------------------------
+    def _decode_layers(self):
+        """Per-layer copies of `self.params`' layers, or None; made again once `self.params` is a new state
+        (`update_params` makes one: weight syncs reach the decode)."""
+        if not self.unstack:
+            return None
+        if self._unstacked[0] is not self.params:
+            self._unstacked = (self.params, unstack_layers(self.params["layers"]))
+        return self._unstacked[1]
+
     def _decode_impl(self, params, cache, token, position, budget, rows, rng, min_active, steps, view):
         self.compilations += 1
+        params, layers = params  # layers: per-layer weights, or None (the stacked ones in params)
         model = nnx.merge(self.graphdef, params)
+        stacked = cache
+        if layers is not None:
+            # With per-layer weights, each layer also gets its cache view [0, view) in its own buffers for the
+            # segment (read and written in place; a slice of the stacked cache is copied at every step, 14%
+            # of SmolLM2's b64 step), copied out and back once per segment.
+            cache = [
+                KVCache(stacked.k[i : i + 1, ..., :view, :], stacked.v[i : i + 1, ..., :view, :])
+                for i in range(len(layers))
+            ]
         if rows is not None:  # compute only the gathered rows; results go back to their cache rows below
             rng = rng[rows]
         batch = token.shape[0]
@@ -298,6 +337,7 @@ class Sampler:
                 cache=cache,
                 attend_length=view,
                 cache_rows=rows,
+                unstacked_layers=layers,
             )
             new_token, logp = sample_logits(logits[:, 0], key, self.sampling)
             out_tokens = out_tokens.at[:, step].set(jnp.where(active, new_token, 0))
@@ -312,6 +352,13 @@ class Sampler:
         _, cache, token, position, out_tokens, out_logp, count, active, _ = jax.lax.while_loop(
             cond, body, carry
         )
+        if layers is not None:  # the views back into the (donated) stacked cache
+            cache = KVCache(
+                *(
+                    whole.at[..., :view, :].set(jnp.concatenate(parts))
+                    for whole, parts in zip(stacked, ([c.k for c in cache], [c.v for c in cache]))
+                )
+            )
         if rows is not None:  # one entry per cache row again; padding rows (index batch_size) are dropped
             out_tokens, out_logp, count, active = (
                 jnp.zeros((self.batch_size, *x.shape[1:]), x.dtype).at[rows].set(x, mode="drop")
@@ -351,7 +398,7 @@ class Sampler:
             rows = self._row_sharding(rows)
         with self._mesh_context():
             return self._decode(
-                self.params,
+                (self.params, self._decode_layers()),
                 cache,
                 self._row_sharding(token),
                 self._row_sharding(position),
@@ -383,7 +430,7 @@ class Sampler:
             jax.random.key(seed), self.batch_size
         )  # a row's tokens depend on its key only
         cache, token, logp = self.prefill(self.init_cache(), chunks, [0] * self.batch_size, keys)
-        token, logp = np.asarray(token), np.asarray(logp)
+        token, logp = to_host((token, logp))
         outputs = [[int(token[b])] for b in range(n)]
         logps = [[float(logp[b])] for b in range(n)]
         position = np.array([len(c) if c else 0 for c in chunks], np.int32)
@@ -399,7 +446,7 @@ class Sampler:
             cache, tokens, lps, count, _ = self.decode(
                 cache, [o[-1] for o in outputs] + [0] * (self.batch_size - n), position, turn, keys
             )
-            tokens, lps, count = np.asarray(tokens), np.asarray(lps), np.asarray(count)
+            tokens, lps, count = to_host((tokens, lps, count))
             for b in range(n):
                 new = tokens[b, : count[b]].tolist()
                 outputs[b] += new

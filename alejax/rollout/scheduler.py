@@ -19,6 +19,21 @@ episode samples with its own key (from the scheduler's seed, the collect call, t
 attempt; see sampler.py), and `collect` returns trajectories in request order. The same seed and requests
 give the same episodes however the env threads are scheduled.
 
+Multi-host (a sampler whose mesh spans processes): every process runs this same loop over all rows, so every
+process makes the same calls to the sampler's programs (SPMD) and ends with the same trajectories (the single
+controller's view of the batch). A row's env runs only on the process whose devices hold the row's KV
+(`_Slot.owned`); once per loop each process shares the env answers of its rows (`exchange_objects`), and all
+apply the same answers in the same order. Sampled tokens and log-probs reach the host through `to_host`.
+
+Several rollouts may be in flight at once (async RL: the next steps' rollouts while one trains): `submit`
+queues a rollout and `play` runs the loop over all of them, so their episodes share the slots (a later
+rollout's episodes start as the earlier one's finish) and each rollout's future completes when its own
+episodes are done (its stats: the loop's counts over its life, shared with rollouts it overlapped).
+`collect` = submit + play + wait. Weight syncs (`update_weights`) land between turns: new
+turns pause, the turns being decoded finish with the weights that began them, the weights are swapped, and
+every live row's context is prefilled again (its KV came from the old weights) before its next turn. Each
+turn records the policy version that sampled it (`Trajectory.turn_policy_versions`).
+
 A request may carry a `prefix` of actions (IPA's chunk-initialized resampling): after the reset, those
 actions are replayed in the env one by one, each rendered into the context as the assistant turn it would
 have been if sampled (its text + end-of-turn token, loss_mask 0), before sampling starts. The replayed
@@ -32,6 +47,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import enum
+import threading
 import time
 from typing import Sequence
 
@@ -42,8 +58,12 @@ from alejax.agent.chat import EpisodeChat
 from alejax.agent.context import ContextConfig, ContextManager
 from alejax.data.tokenizer import Tokenizer
 from alejax.envs.pools import EnvPool, aborted
+from alejax.parallel.distributed import exchange_objects, row_owners, to_host
 from alejax.rollout.sampler import Sampler, SamplingConfig
 from alejax.rollout.trajectory import Trajectory
+
+# Multi-host: a process waiting on its envs meets the others at least this often (the answers of their rows).
+MULTIHOST_POLL_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +138,8 @@ class _Slot:
     ready_at: float = 0.0  # when the turn's context (observation) was ready to prefill
     context: list[dict] = dataclasses.field(default_factory=list)  # the messages the current segment renders
     segments: list[Trajectory] = dataclasses.field(default_factory=list)  # sealed by context rewrites
+    rollout: "_Rollout | None" = None  # the submitted rollout the episode belongs to
+    owned: bool = True  # this process runs the row's env (multi-host: the row's KV is on its devices)
 
 
 @dataclasses.dataclass
@@ -139,6 +161,8 @@ class RolloutStats:
     prefill_tokens: int = 0  # tokens the prefill computed
     prefill_tokens_shared: int = 0  # tokens whose KV was copied from a row holding the same prefix
     context_forks: int = 0  # segments sealed by context compression (`RolloutConfig.compress_context`)
+    weight_swaps: int = 0  # weight syncs applied (`update_weights`) while the loop played
+    time_swap_wait_s: float = 0.0  # from a sync's request to its swap: the turns in decode finishing
     time_env_wait_s: float = 0.0
     # Per turn: seconds from its observation being ready to its first sampled token (queueing and prefill).
     time_to_first_token_s: list[float] = dataclasses.field(default_factory=list)
@@ -179,6 +203,19 @@ class RolloutStats:
         return out
 
 
+@dataclasses.dataclass
+class _Rollout:
+    """One `submit`: its requests, sampling key and future; the loop plays several at once."""
+
+    requests: list[EpisodeRequest]
+    key: jax.Array  # episodes fold in their request index and attempt (see _start_episode)
+    future: concurrent.futures.Future
+    done: dict[int, Trajectory] = dataclasses.field(default_factory=dict)  # by request index
+    started: float = 0.0  # when the loop took it in
+    stats_before: RolloutStats | None = None  # the loop's counts then (a rollout reports the difference)
+    ttft_from: int = 0  # where its share of the loop's time_to_first_token_s starts
+
+
 class RolloutScheduler:
     def __init__(
         self,
@@ -202,30 +239,145 @@ class RolloutScheduler:
             else None
         )
         self.slots = [_Slot() for _ in range(sampler.batch_size)]
+        self._processes = jax.process_count()
+        if self._processes > 1:
+            cache = jax.tree.leaves(self.cache)[0]  # [layers, B, ...]
+            owners = row_owners(cache.sharding, cache.shape, axis=1)
+            for slot, owner in zip(self.slots, owners):
+                slot.owned = bool(owner == jax.process_index())
         self._next_episode_id = 0
         self._segments = 0  # decode segments run (the clock of `_Slot.last_decoded`)
+        self.policy_version = 0  # of the weights the sampler holds (set by `update_weights`)
+        self._lock = threading.Lock()  # guards the next three, shared with threads that submit or sync
+        self._submitted: list[_Rollout] = []  # not yet taken in by the loop
+        self._playing = False  # a thread runs the loop
+        self._next_weights = None  # (params, version, requested at) waiting for a turn boundary
+        self._wakeup = concurrent.futures.Future()  # set by `submit`: ends the loop's wait on envs
+        self._rollouts: list[_Rollout] = []  # taken in by the loop, not finished
+        self._queue = collections.deque()  # (request, attempt, index, rollout) waiting for a slot
+        self._stats = RolloutStats(_n_slots=len(self.slots))  # the loop's counts, over every rollout
 
     # -- public --------------------------------------------------------------------------------------
     def collect(self, requests: Sequence[EpisodeRequest]) -> tuple[list[Trajectory], RolloutStats]:
-        self._queue = queue = collections.deque((r, 1, i) for i, r in enumerate(requests))
-        self._collect_key = self._split()
-        self._done = done = {}
-        self._stats = stats = RolloutStats(_n_slots=len(self.slots))
-        start = last = time.perf_counter()
-        while queue or any(s.state is not SlotState.FREE for s in self.slots):
+        """Plays `requests` to the end: (their trajectories in request order, stats). When another thread
+        plays rollouts already (async RL), these join its loop and this call waits for them."""
+        future = self.submit(requests)
+        self.play()
+        return future.result()
+
+    def submit(self, requests: Sequence[EpisodeRequest]) -> concurrent.futures.Future:
+        """Queues a rollout (from any thread); its future gives what `collect` returns. `play` plays it with
+        the rollouts already in flight: its episodes take slots after those submitted earlier. Its key is
+        drawn here, in submission order, so what it samples does not depend on the loop's timing."""
+        with self._lock:
+            rollout = _Rollout(list(requests), self._split(), concurrent.futures.Future())
+            self._submitted.append(rollout)
+            if not self._wakeup.done():  # free slots need not wait for an env to answer to take it
+                self._wakeup.set_result(None)
+        return rollout.future
+
+    def play(self) -> None:
+        """Plays every submitted rollout to its end, and those submitted while it plays; returns at once when
+        another thread is playing (that one plays them)."""
+        with self._lock:
+            if self._playing:
+                return
+            self._playing = True
+        try:
+            self._play()
+        except BaseException as error:
+            self._fail_rollouts(error)
+            raise
+
+    def update_weights(self, params, version: int) -> None:
+        """Weight sync (does not wait): the sampler takes `params`, policy `version`, at once when nothing
+        plays, else at the next turn boundary of every row: new turns (prefills) pause, the turns being
+        decoded finish with the weights that began them, the weights are swapped, play resumes. No turn mixes
+        two versions; an episode may span versions across turns. A newer sync replaces one still waiting."""
+        with self._lock:
+            self._next_weights = (params, version, time.perf_counter())
+            if not self._playing:
+                self._swap_weights()
+
+    def _swap_weights(self) -> None:
+        """Applies the waiting weights (lock held; no row is inside a turn). Every live row's KV came from the
+        old weights, so its context is prefilled again before its next turn: that turn's μ is then the new
+        policy's log-prob given the context, as the trainer computes it."""
+        if self._next_weights is None:
+            return
+        params, self.policy_version, requested = self._next_weights
+        self._next_weights = None
+        self.sampler.update_params(params)
+        if self._playing:
+            self._stats.weight_swaps += 1
+            self._stats.time_swap_wait_s += time.perf_counter() - requested
+        for slot in self.slots:
+            slot.position = 0
+
+    def _take_submitted(self) -> None:
+        """Submitted rollouts join the loop (lock held): their requests queue behind those already there."""
+        if self._wakeup.done():
+            self._wakeup = concurrent.futures.Future()
+        now = time.perf_counter()
+        for rollout in self._submitted:
+            rollout.started = now
+            rollout.stats_before = dataclasses.replace(self._stats, time_to_first_token_s=[])
+            rollout.ttft_from = len(self._stats.time_to_first_token_s)
+            self._queue.extend((r, 1, i, rollout) for i, r in enumerate(rollout.requests))
+            self._rollouts.append(rollout)
+        self._submitted = []
+
+    def _deliver_finished(self) -> None:
+        """Each rollout whose episodes are all done gets its trajectories (request order) and its stats."""
+        for rollout in [r for r in self._rollouts if len(r.done) == len(r.requests)]:
+            self._rollouts.remove(rollout)
+            stats = _stats_since(self._stats, rollout.stats_before, rollout.ttft_from)
+            stats.episodes, stats.wall_s = len(rollout.done), time.perf_counter() - rollout.started
+            rollout.future.set_result(([rollout.done[i] for i in sorted(rollout.done)], stats))
+        # The loop may play for a whole run: keep only the times the rollouts still in it will report.
+        ttft = self._stats.time_to_first_token_s
+        drop = min((r.ttft_from for r in self._rollouts), default=len(ttft))
+        del ttft[:drop]
+        for r in self._rollouts:
+            r.ttft_from -= drop
+
+    def _fail_rollouts(self, error: BaseException) -> None:
+        """The loop raised: every rollout in it or waiting for it fails with the error; the slots are freed."""
+        with self._lock:
+            failed, self._rollouts, self._submitted = self._rollouts + self._submitted, [], []
+            self._queue.clear()
+            self._playing = False
+        for slot in self.slots:
+            self._free(slot)
+        for rollout in failed:
+            if not rollout.future.done():
+                rollout.future.set_exception(error)
+
+    def _play(self) -> None:
+        queue, stats = self._queue, self._stats
+        last = time.perf_counter()
+        while True:
+            with self._lock:
+                self._take_submitted()
+                if not queue and all(s.state is SlotState.FREE for s in self.slots):
+                    self._deliver_finished()  # rollouts of no requests
+                    self._swap_weights()  # a sync that came in at the very end
+                    self._playing = False
+                    return
             for slot in self.slots:
                 if slot.state is SlotState.FREE and queue:
                     self._start_episode(slot, *queue.popleft())
-            now = time.monotonic()
-            for slot in self.slots:
-                if slot.state is SlotState.WAIT_ENV:
-                    if slot.future.done():
-                        self._on_env_result(slot, _result_of(slot.future))
-                    elif now - slot.waiting_since > self.config.wait_timeout_s:
-                        self._give_up_on_env(slot)
+            results = self._env_results()
+            for i, slot in enumerate(self.slots):
+                if i in results:
+                    self._on_env_result(slot, results[i])
                 if slot.state is SlotState.FREE and queue:  # refill at once: its reset overlaps the decode
                     self._start_episode(slot, *queue.popleft())
-            if any(s.state is SlotState.PREFILL for s in self.slots):
+            if self._next_weights is not None and not any(s.state is SlotState.DECODING for s in self.slots):
+                with self._lock:  # every row is between turns
+                    self._swap_weights()
+            # While a sync waits for the turns in decode to end, no new turn starts (no prefill).
+            if self._next_weights is None and any(s.state is SlotState.PREFILL for s in self.slots):
                 t = time.perf_counter()
                 self._prefill()
                 stats.time_prefill_s += time.perf_counter() - t
@@ -234,14 +386,17 @@ class RolloutScheduler:
                 self._decode_segment()
                 stats.time_decode_s += time.perf_counter() - t
             elif not any(s.state is SlotState.PREFILL for s in self.slots):
-                waiting = [s for s in self.slots if s.state is SlotState.WAIT_ENV]
+                waiting = [s for s in self.slots if s.state is SlotState.WAIT_ENV and s.owned]
                 if waiting:
                     t = time.perf_counter()
                     # Until some env answers, or the oldest call is due to be given up (next iteration).
                     oldest = min(s.waiting_since for s in waiting)
+                    timeout = max(0.0, oldest + self.config.wait_timeout_s - time.monotonic())
+                    if self._processes > 1:  # meet the other processes now and then, not only on answers
+                        timeout = min(timeout, MULTIHOST_POLL_S)
                     concurrent.futures.wait(
-                        [s.future for s in waiting],
-                        timeout=max(0.0, oldest + self.config.wait_timeout_s - time.monotonic()),
+                        [s.future for s in waiting] + [self._wakeup],
+                        timeout=timeout,
                         return_when=concurrent.futures.FIRST_COMPLETED,
                     )
                     stats.time_env_wait_s += time.perf_counter() - t
@@ -252,32 +407,49 @@ class RolloutScheduler:
                 stats.steady_occupied_slot_s += occupied
                 stats.steady_wall_s += now - last
             last = now
-        stats.wall_s = time.perf_counter() - start
-        stats.episodes = len(done)
-        return [done[i] for i in sorted(done)], stats
+            self._deliver_finished()
 
     # -- episode lifecycle ----------------------------------------------------------------------------
-    def _start_episode(self, slot: _Slot, request: EpisodeRequest, attempt: int, index: int) -> None:
+    def _start_episode(
+        self, slot: _Slot, request: EpisodeRequest, attempt: int, index: int, rollout: _Rollout
+    ) -> None:
         episode_id = self._next_episode_id
         self._next_episode_id += 1
-        slot.request, slot.attempt, slot.index = request, attempt, index
-        key = jax.random.fold_in(jax.random.fold_in(self._collect_key, index), attempt)
-        slot.key_data = np.asarray(jax.random.key_data(key))
+        slot.request, slot.attempt, slot.index, slot.rollout = request, attempt, index, rollout
+        key = jax.random.fold_in(jax.random.fold_in(rollout.key, index), attempt)
+        slot.key_data = to_host(jax.random.key_data(key))
         slot.trajectory = Trajectory(
             episode_id=episode_id, task_seed=request.task_seed, group_id=request.group_id
         )
         slot.chat = EpisodeChat(self.tokenizer, self.system_prompt, self.tools)
         slot.position, slot.turn_tokens, slot.action_text = 0, [], ""
         slot.segments = []
-        self._wait_env(slot, self.pool.reset(episode_id, request.task_seed))
+        self._wait_env(slot, self._ask_env(slot, self.pool.reset, episode_id, request.task_seed))
 
-    def _wait_env(self, slot: _Slot, future: concurrent.futures.Future) -> None:
+    def _ask_env(self, slot: _Slot, call, *args):
+        """`call(*args)` on this process's env pool for a row it owns; another process's row: None (its owner
+        calls, and the answer arrives through `_env_results`)."""
+        return call(*args) if slot.owned else None
+
+    def _wait_env(self, slot: _Slot, future: concurrent.futures.Future | None) -> None:
         slot.future, slot.waiting_since, slot.state = future, time.monotonic(), SlotState.WAIT_ENV
 
-    def _give_up_on_env(self, slot: _Slot) -> None:
-        """The pool left a call unanswered for wait_timeout_s: abort the episode as if the pool had."""
-        error = f"no answer from the env pool within {self.config.wait_timeout_s:g} s; episode given up"
-        self._on_env_result(slot, aborted("step" if slot.trajectory.tokens else "reset", error, timeout=True))
+    def _env_results(self) -> dict:
+        """The env answers in by now, by row: those of this process's rows (done calls, and calls unanswered
+        for wait_timeout_s, given up as if the pool had aborted them), and on several processes every
+        process's, so that all apply the same answers."""
+        now, results = time.monotonic(), {}
+        for i, slot in enumerate(self.slots):
+            if slot.state is SlotState.WAIT_ENV and slot.owned:
+                if slot.future.done():
+                    results[i] = _result_of(slot.future)
+                elif now - slot.waiting_since > self.config.wait_timeout_s:
+                    error = f"no answer from the env pool within {self.config.wait_timeout_s:g} s; episode given up"
+                    op = "step" if slot.trajectory.tokens else "reset"
+                    results[i] = aborted(op, error, timeout=True)
+        if self._processes > 1:
+            results = {i: r for part in exchange_objects(results) for i, r in part.items()}
+        return results
 
     def _on_env_result(self, slot: _Slot, result) -> None:
         traj = slot.trajectory
@@ -360,14 +532,14 @@ class RolloutScheduler:
             return
         traj.add_replayed(tokens)
         slot.action_text = action
-        self._wait_env(slot, self.pool.step(traj.episode_id, action))
+        self._wait_env(slot, self._ask_env(slot, self.pool.step, traj.episode_id, action))
 
     def _abort(self, slot: _Slot, error: str) -> None:
-        self.pool.release(slot.trajectory.episode_id)
+        self._ask_env(slot, self.pool.release, slot.trajectory.episode_id)
         if slot.attempt < self.config.max_attempts:
             self._stats.aborted_resamples += 1
             # Same seed and index (so the same place in the output), re-sampled first.
-            self._queue.appendleft((slot.request, slot.attempt + 1, slot.index))
+            self._queue.appendleft((slot.request, slot.attempt + 1, slot.index, slot.rollout))
             self._free(slot)
         else:
             self._stats.aborted_episodes += 1
@@ -399,8 +571,8 @@ class RolloutScheduler:
                 segment.info = dict(traj.info, segment=k, segments=n)
             traj.info.update(segment=n - 1, segments=n)
             traj.segments = slot.segments
-        self.pool.release(traj.episode_id)
-        self._done[slot.index] = traj
+        self._ask_env(slot, self.pool.release, traj.episode_id)
+        slot.rollout.done[slot.index] = traj
         self._free(slot)
 
     def _free(self, slot) -> None:
@@ -479,7 +651,7 @@ class RolloutScheduler:
             starts[i] = slot.position
             self._stats.prefill_tokens += len(chunks[i])
         self.cache, token, logp = self.sampler.prefill(self.cache, chunks, starts, self._row_keys(rows))
-        token, logp = np.asarray(token), np.asarray(logp)
+        token, logp = to_host((token, logp))
         now = time.perf_counter()
         for i in rows:
             slot = self.slots[i]
@@ -518,7 +690,7 @@ class RolloutScheduler:
         self.cache, tokens, logps, count, _ = self.sampler.decode(
             self.cache, token, position, budget, self._row_keys(rows), min_active=min_active
         )
-        tokens, logps, count = np.asarray(tokens), np.asarray(logps), np.asarray(count)
+        tokens, logps, count = to_host((tokens, logps, count))
         self._stats.decode_row_steps += width * int(count.max(initial=0))
         for i in rows:
             slot = self.slots[i]
@@ -530,7 +702,10 @@ class RolloutScheduler:
 
     def _append_generated(self, slot: _Slot, tokens: list[int], logps: list[float]) -> None:
         slot.trajectory.add_generated(
-            tokens, logps, chunk=slot.trajectory.n_turns + (0 if slot.turn_tokens else 1)
+            tokens,
+            logps,
+            chunk=slot.trajectory.n_turns + (0 if slot.turn_tokens else 1),
+            policy_version=self.policy_version,
         )
         slot.turn_tokens += tokens
         self._stats.generated_tokens += len(tokens)
@@ -558,7 +733,20 @@ class RolloutScheduler:
             slot.trajectory.info["truncated_by"] = "context_limit"
             self._finish(slot)
             return
-        self._wait_env(slot, self.pool.step(slot.trajectory.episode_id, slot.action_text))
+        self._wait_env(
+            slot, self._ask_env(slot, self.pool.step, slot.trajectory.episode_id, slot.action_text)
+        )
+
+
+def _stats_since(stats: RolloutStats, before: RolloutStats, ttft_from: int) -> RolloutStats:
+    """The loop's counts since `before` (a copy taken then; its times to first token from `ttft_from`): what
+    a rollout reports. One that shared the loop with others counts their work and env events too."""
+    out = dataclasses.replace(stats, time_to_first_token_s=stats.time_to_first_token_s[ttft_from:])
+    for field in dataclasses.fields(RolloutStats):
+        now = getattr(stats, field.name)
+        if field.name != "_n_slots" and not isinstance(now, list):
+            setattr(out, field.name, now - getattr(before, field.name))
+    return out
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:

@@ -8,6 +8,10 @@ Token layout (one row per episode), aligned with `alejax.train.step.token_logpro
   prefix_chunk_id[t] j >= 1 on the tokens of the j-th replayed (not sampled) assistant turn, 0 elsewhere;
                      sampled turns after a replayed prefix of P turns get chunk ids P+1, P+2, ...
   il_weight[t]       imitation weight of a replayed token (IPA Eq. 10), set by the resampler; 0 elsewhere
+
+Per turn: turn_policy_versions[k - 1] is the policy version whose weights sampled chunk k (the sampler swaps
+weights only between turns, so one version per turn); -1 for a chunk not sampled in this trajectory (a replayed
+prefix turn, or a turn sealed into an earlier context segment). An episode may span versions across turns.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Trajectory:
     # Earlier segments of this episode, sealed when context compression rewrote the history (their info
     # holds `segment` k of `segments`); this trajectory is the last one. See `with_segments`.
     segments: list["Trajectory"] = dataclasses.field(default_factory=list)
+    turn_policy_versions: list[int] = dataclasses.field(default_factory=list)  # see the module doc
 
     def add_context(self, tokens: Sequence[int]) -> None:
         self.tokens += list(tokens)
@@ -48,12 +53,27 @@ class Trajectory:
         self.behaviour_logp += [0.0] * len(tokens)
         self.prefix_chunk_id += [0] * len(tokens)
 
-    def add_generated(self, tokens: Sequence[int], logps: Sequence[float], chunk: int) -> None:
+    def add_generated(
+        self, tokens: Sequence[int], logps: Sequence[float], chunk: int, policy_version: int | None = None
+    ) -> None:
+        """Model tokens of turn `chunk`, sampled by `policy_version`'s weights (when given, recorded per turn)."""
+        if policy_version is not None:
+            self._record_turn_version(chunk, policy_version)
         self.tokens += list(tokens)
         self.loss_mask += [1] * len(tokens)
         self.chunk_id += [chunk] * len(tokens)
         self.behaviour_logp += [float(x) for x in logps]
         self.prefix_chunk_id += [0] * len(tokens)
+
+    def _record_turn_version(self, chunk: int, version: int) -> None:
+        versions = self.turn_policy_versions
+        if len(versions) < chunk:  # the turn's first tokens
+            versions += [-1] * (chunk - 1 - len(versions)) + [version]
+        elif versions[chunk - 1] != version:  # the scheduler swaps weights between turns only
+            raise RuntimeError(
+                f"turn {chunk} of episode {self.episode_id} was sampled by policy versions {versions[chunk - 1]} "
+                f"and {version}: weights must not change inside a turn"
+            )
 
     def add_replayed(self, tokens: Sequence[int]) -> None:
         """A replayed assistant turn: context for the RL loss, marked so an imitation term can find it."""
@@ -69,6 +89,11 @@ class Trajectory:
     def reward(self) -> float:
         """The episode's return: its per-turn environment rewards plus any reward-model score."""
         return float(sum(self.turn_rewards)) + self.model_reward
+
+    @property
+    def oldest_policy_version(self) -> int | None:
+        """The oldest policy version that sampled a turn here (what staleness counts); None if none did."""
+        return min((v for v in self.turn_policy_versions if v >= 0), default=None)
 
     @property
     def n_turns(self) -> int:
