@@ -236,9 +236,7 @@ class Shell:
         done`) makes a new foreground group every few ms, so a single signal can land on a group that has
         just exited while the loop goes on. The wait does not watch the quota (the files are still there:
         that is why we interrupt), only for the shell's marker."""
-        # SIGINT gets 3 s: on a loaded 2-core box bash can need over 1.5 s to leave a loop of short commands
-        # and print its marker (the session is then kept); SIGKILL only decides whether a new shell is needed.
-        for sig, wait_s in ((signal.SIGINT, 3.0), (signal.SIGKILL, 1.5)):
+        for sig, wait_s in ((signal.SIGINT, 1.5), (signal.SIGKILL, 1.5)):
             deadline = time.monotonic() + wait_s
             shell_signalled = False
             while (now := time.monotonic()) < deadline:
