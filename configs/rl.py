@@ -103,7 +103,8 @@ def get_config(preset: str | None = None) -> ConfigDict:
         # arithmetic with `calc` tool calls (2 operations: calc, calc, answer). As shipped it never answers in
         # the env's format (0/32 held out, bench/smollm2_sft.py), so a short SFT on a MIXED expert starts it:
         # half its episodes guess the answer at once (usually wrong), half call calc. What RL must find is
-        # the decision to use the tool. bench/real_rl.py measures held-out success before and after.
+        # the decision to use the tool. bench/real_rl.py measures held-out success before and after: seed 0, 64
+        # tasks, 26.6% -> 64.8% sampled at T = 1 and 59.4% -> 84.4% greedy after these 20 steps (docs/rl.md).
         sft.pretrained = "smollm2"  # its weights, architecture and tokenizer replace `model` / `tokenizer`
         c.lora.rank, c.lora.alpha = 8, 16.0
         c.expert.guess_fraction = 0.5
