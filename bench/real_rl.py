@@ -95,9 +95,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-tasks", type=int, default=64)
     parser.add_argument("--k", type=int, default=4, help="sampled episodes per held-out task")
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "real_rl"))
-    parser.add_argument(
-        "overrides", nargs="*", help="config overrides as key=value (e.g. optim.learning_rate=1e-4)"
-    )
     args = parser.parse_args(argv)
     t_start = time.time()
     peak = matmul_peak_flops() / 1e9
@@ -111,14 +108,6 @@ def main(argv=None) -> dict:
     if args.algo == "ipa":  # the chunk loss on chunk returns, groups started from the expert's prefixes
         config.rl.advantage, config.rl.loss.policy_loss = "chunk_discounted", "ipa_chunk"
         config.rl.resample.enabled, config.rl.filter_zero_variance_groups = True, False
-    for item in args.overrides:
-        key, value = item.split("=", 1)
-        section, *path = key.split(".")
-        target = config
-        for part in [section, *path[:-1]]:
-            target = target[part]
-        field = path[-1] if path else section
-        target[field] = type(target[field])(value) if not isinstance(target[field], bool) else value == "True"
 
     # The starting policy: the rl job's SFT stage (a finished one loads).
     graphdef, params, tokenizer, _ = train_sft(config.sft)
