@@ -10,10 +10,11 @@ control: each command is a foreground process group of its own. A command is sen
 
 and its output is what the pty shows up to that marker (the nonce is random per session; the marker's
 bytes never appear in the source line, so `set -v` cannot fake it). Past the command's timeout the
-foreground group gets SIGINT, then SIGKILL; a shell that still does not answer (a builtin loop under
-`trap '' INT`, `exec`, `exit`, `set -e`) is ended with everything it started, and a fresh shell takes
-its place, which the result says. Output keeps its head and tail up to `Limits.output_bytes`, with a
-marker for what was left out; binary output is shown escaped, never as raw control bytes or NULs.
+foreground group gets SIGINT (and the shell itself, once), then SIGKILL; a shell that still does not
+answer (a builtin loop under `trap '' INT`, `exec`, `exit`, `set -e`) is ended with everything it
+started, and a fresh shell takes its place, which the result says. Output keeps its head and tail up
+to `Limits.output_bytes`, with a marker for what was left out; binary output is shown escaped, never as
+raw control bytes or NULs.
 """
 
 from __future__ import annotations
@@ -234,24 +235,27 @@ class Shell:
 
         Each signal is sent again every 0.1 s of its phase: a loop of short commands (`while :; do head ...;
         done`) makes a new foreground group every few ms, so a single signal can land on a group that has
-        just exited while the loop goes on. The wait does not watch the quota (the files are still there:
-        that is why we interrupt), only for the shell's marker."""
+        just exited while the loop goes on. Nor may it reach a command at all: bash gives the terminal to
+        the child it forked before that child has exec'd, and until then the child still has bash's SIGINT
+        handler, which swallows the signal; on a busy machine that window is most of the time such a loop
+        has a foreground job, and none of the signals ends it. So the shell itself gets SIGINT too, once:
+        at once when it is the foreground job itself (a builtin loop), else after a third of the phase (an
+        interactive bash that gets SIGINT while it waits for a job leaves its loop when the job ends). Once
+        only, so that a second one cannot cut the marker's printf short. The wait does not watch the quota
+        (the files are still there: that is why we interrupt), only for the shell's marker."""
         for sig, wait_s in ((signal.SIGINT, 1.5), (signal.SIGKILL, 1.5)):
             deadline = time.monotonic() + wait_s
-            shell_signalled = False
+            shell_due = time.monotonic() + wait_s / 3 if sig == signal.SIGINT else None
             while (now := time.monotonic()) < deadline:
-                try:
-                    group = os.tcgetpgrp(self._master)
-                except OSError:
-                    group = self.pid
+                group = self._foreground_group()
+                if group is None:  # the shell has ended (its helper may not have yet): replace it
+                    return None
                 try:
                     if group != self.pid:
                         os.killpg(group, sig)
-                    elif sig == signal.SIGINT and not shell_signalled:
-                        # the shell itself is busy (a builtin loop): SIGINT only, and once, so that a second
-                        # one cannot cut the marker's printf short
+                    if shell_due is not None and (group == self.pid or now >= shell_due):
                         os.kill(self.pid, sig)
-                        shell_signalled = True
+                        shell_due = None
                 except OSError:
                     pass
                 wait_until = min(deadline, now + 0.1)
@@ -261,6 +265,22 @@ class Shell:
                 if status == "dead":
                     return None
         return None
+
+    def _foreground_group(self) -> int | None:
+        """The pty's foreground process group; None once the shell, the leader of its session, has ended.
+
+        The terminal then has no foreground group and answers 0, which `os.killpg` takes for the caller's
+        own process group: SIGINT or SIGKILL to this process and every process of its group (under
+        pytest-xdist, the controller and all its workers). A shell can end in the middle of an interrupt
+        (its RLIMIT_CPU ends a long builtin loop; `exit` in a trap) before its helper process has, so that
+        `_pump` has not seen it yet. This process's own group is refused as well: it is never the pty's."""
+        try:
+            group = os.tcgetpgrp(self._master)
+        except OSError:
+            return self.pid
+        if group <= 0 or group == os.getpgrp():
+            return None
+        return group
 
     def _drain(self) -> bytes:
         """Output that arrived between commands (background jobs), to show before the next one's."""
