@@ -155,3 +155,14 @@ def test_bench_summary_means_ses_and_paired_differences():
     assert s["hallucination_change"][0] == pytest.approx(-0.15)
     text = bench.table(s, per_seed)
     assert "2.50x" in text and "2 seeds (0, 1)" in text
+
+
+def test_the_smollm2_preset_adapts_the_real_model_in_every_role():
+    c = load_config_file(f"{CONFIG}:smollm2")
+    for role in ("direct", "grounding", "refinement"):
+        s = c[role]
+        assert s.sft.pretrained == "smollm2" and s.lora.rank > 0 and s.sft.lora.rank == s.lora.rank
+        assert s.env.system_prompt == "env"  # zero-shot needs the label list the env's prompt gives
+        assert s.optim.learning_rate == 1e-4 and s.rl.max_refill_groups > 0
+    tiny = load_config_file(f"{CONFIG}:tiny")
+    assert not tiny.direct.sft.pretrained and tiny.direct.lora.rank == 0

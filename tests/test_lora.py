@@ -12,7 +12,7 @@ from flax import nnx
 
 from alejax.models import ModelConfig, create_model
 from alejax.models.config import LoRAConfig
-from alejax.models.lora import merged_model, merged_params, tree_bytes
+from alejax.models.lora import merged_model, merged_params, tree_bytes, without_adapters
 from alejax.parallel import make_mesh
 from alejax.train.checkpoint import Checkpointer
 from alejax.train.state import init_train_state, make_optimizer
@@ -104,6 +104,19 @@ def test_merge_folds_the_adapters_into_the_weights():
     np.testing.assert_allclose(np.asarray(merged(TOKENS)), np.asarray(adapted(TOKENS)), atol=2e-5)
     base_tree = jax.tree.structure(nnx.state(create_model(BASE)))
     assert jax.tree.structure(merged_params(state.model_params(), LORA)) == base_tree
+
+
+def test_without_adapters_is_the_base_model_again_in_the_same_tree():
+    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
+    graphdef, state, shardings, tx, base = lora_state(mesh)
+    step = make_train_step(graphdef, tx, shardings, mesh)
+    state, _ = step(state, batch(0))  # B off zero: the adapted model differs from the base
+    trained = state.model_params()
+    reset = without_adapters(trained)
+    assert jax.tree.structure(reset) == jax.tree.structure(trained)
+    adapted, again = nnx.merge(graphdef, trained)(TOKENS), nnx.merge(graphdef, reset)(TOKENS)
+    assert float(jnp.abs(adapted - base(TOKENS)).max()) > 1e-4
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(base(TOKENS)))
 
 
 def test_dropout_acts_in_training_only():

@@ -30,6 +30,7 @@ from alejax.envs.relation.generator import HARD_NEGATIVE_TYPES, generate_corpus
 from alejax.envs.relation.metrics import gold_of, relation_scores
 from alejax.envs.relation.schema import Sentence
 from alejax.jobs.rl import train_loop
+from alejax.models.lora import without_adapters
 from alejax.parallel.mesh import make_mesh
 from alejax.parallel.placement import reshard
 from alejax.parallel.rules import state_shardings
@@ -89,8 +90,10 @@ def run(config: ConfigDict) -> dict:
         if "sft_rl" in stages:
             pipeline = build_pipeline(section, tokenizer, params=sft_params)
             train_loop(pipeline, section, section.workdir)  # closes the pipeline
-            params["sft_rl"] = pipeline.state.params
-        if "untrained" in stages:  # the same architecture at its initialization
+            params["sft_rl"] = pipeline.state.model_params()  # (LoRA: the base and the adapters)
+        if "untrained" in stages and section.sft.pretrained:  # a real model's start: zero-shot, as shipped
+            params["untrained"] = without_adapters(sft_params)
+        elif "untrained" in stages:  # the same architecture at its initialization
             model_config = model_config_from(section.model, tokenizer)
             params["untrained"] = init_train_state(
                 model_config, make_optimizer(1e-3), make_mesh(section.sft.mesh.to_dict()), seed=config.seed

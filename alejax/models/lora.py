@@ -31,6 +31,16 @@ def with_lora(config: ModelConfig, lora: LoRAConfig | None) -> ModelConfig:
     return config.replace(lora=lora or LoRAConfig())
 
 
+def without_adapters(params: nnx.State) -> nnx.State:
+    """`params` with every adapter's B set to zero: the same tree, computing the base model exactly (a
+    fine-tuned policy's zero-shot starting point)."""
+    flat = [
+        (path, v.replace(jnp.zeros_like(v.get_value())) if str(path[-1]).endswith("_lora_b") else v)
+        for path, v in nnx.to_flat_state(params)
+    ]
+    return nnx.from_flat_state(flat)
+
+
 def merged_params(params: nnx.State, config: ModelConfig) -> nnx.State:
     """The base parameters with each adapter folded in (W + s A B) and the adapters removed: the state of
     `config.replace(lora=LoRAConfig())`'s graph, which exports and samples like any model."""
