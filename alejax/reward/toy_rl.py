@@ -100,6 +100,26 @@ def describe(tokens: jax.Array, task: str) -> dict[str, jax.Array]:
     }
 
 
+def on_policy_update(tx, params, opt_state, logp_of, raw, scale, group_id, mask, adv_fn, adv_cfg, loss_cfg):
+    """One on-policy RL update of a small policy (π_old = μ = π_θ): rewards `raw` [B] in the start policy's
+    units ((raw - scale[0]) / scale[1]), advantages over the groups `group_id` [B] with one chunk per sample,
+    then the RL loss on `logp_of(params)` -> (log-probs [B, T], entropies [B, T] or None) over `mask`.
+    Returns (params, opt_state). The toy-token study here and the relation hacking study share it."""
+    reward = (raw - scale[0]) / scale[1]
+    chunk_id = mask.astype(jnp.int32)
+    batch = {"reward": reward, "group_id": group_id, "loss_mask": mask, "chunk_id": chunk_id}
+    advantages, _ = adv_fn(batch, adv_cfg)
+
+    def loss(params):
+        logp, entropy = logp_of(params)
+        old = jax.lax.stop_gradient(logp)
+        inputs = LossInputs(logp, old, old, advantages, mask, chunk_id, reward, entropy=entropy)
+        return rl_loss(inputs, loss_cfg)[0]
+
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def make_rl_step(reward_fn, *, task: str, n_prompts: int, group: int, lr: float):
     """The jit'd GRPO step for one reward source; reward_fn(reward_params, tokens [N, SEQ_LEN]) -> [N]. Each
     step samples `group` responses to each of `n_prompts` prompts of toy task `task`. Compiled once per
@@ -117,24 +137,11 @@ def make_rl_step(reward_fn, *, task: str, n_prompts: int, group: int, lr: float)
         tokens, masks, live = sample(nnx.merge(graphdef, params), prompt, k_sample)
         stats = describe(tokens, task)
         raw = reward_fn(reward_params, tokens)
-        reward = (raw - scale[0]) / scale[1]
-        batch = {
-            "reward": reward,
-            "group_id": group_id,
-            "loss_mask": live,
-            "chunk_id": live.astype(jnp.int32),
-        }
-        advantages, _ = adv_fn(batch, adv_cfg)
-
-        def loss(params):
-            logp = response_logp(nnx.merge(graphdef, params), tokens, masks)
-            old = jax.lax.stop_gradient(logp)  # one on-policy update: pi_old = mu = pi_theta
-            inputs = LossInputs(logp, old, old, advantages, live, batch["chunk_id"], reward)
-            return rl_loss(inputs, loss_cfg)[0]
-
-        grads = jax.grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, stats, raw
+        logp_of = lambda params: (response_logp(nnx.merge(graphdef, params), tokens, masks), None)  # noqa: E731
+        params, opt_state = on_policy_update(
+            tx, params, opt_state, logp_of, raw, scale, group_id, live, adv_fn, adv_cfg, loss_cfg
+        )
+        return params, opt_state, stats, raw
 
     return step, tx
 

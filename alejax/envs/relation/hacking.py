@@ -49,9 +49,9 @@ from alejax.envs.relation.rewards import Judgement, exact_reward, register_rewar
 from alejax.envs.relation.schema import NO_RELATION, SYNTHETIC_SCHEMA
 from alejax.reward.dependence import conditional_dependence, dependence_se, select_weight
 from alejax.reward.robustness import train_method
+from alejax.reward.toy_rl import on_policy_update
 from alejax.rl.advantages import AdvantageConfig, get_advantage
 from alejax.rl.losses import LossConfig as RLLossConfig
-from alejax.rl.losses import LossInputs, rl_loss
 
 LABELS = tuple(SYNTHETIC_SCHEMA.labels)  # the 8 relations and no_relation
 NO_RELATION_ID = LABELS.index(NO_RELATION)
@@ -454,7 +454,7 @@ def make_rl_step(reward_fn, config: StudyConfig, vocabulary_size: int):
     group_id = jnp.repeat(jnp.arange(config.rl_prompts), config.rl_group)
     mask = jnp.ones((n, 3), jnp.float32)
 
-    def logp_of(params, bow, choices):
+    def logp_of_choices(params, bow, choices):
         """([B, 3] log-probs of the choices, [B, 3] entropies of the three distributions)."""
         logps = [jax.nn.log_softmax(lg) for lg in nnx.merge(graphdef, params)(bow)]
         chosen = [jnp.take_along_axis(lp, c[:, None], 1)[:, 0] for lp, c in zip(logps, choices)]
@@ -471,24 +471,11 @@ def make_rl_step(reward_fn, config: StudyConfig, vocabulary_size: int):
         logits = nnx.merge(graphdef, params)(prompts["bow"])
         choices = [jax.random.categorical(k, lg) for k, lg in zip(k_choice, logits)]
         raw = reward_fn(reward_params, prompts, *choices)
-        reward = (raw - scale[0]) / scale[1]
-        batch = {
-            "reward": reward,
-            "group_id": group_id,
-            "loss_mask": mask,
-            "chunk_id": mask.astype(jnp.int32),
-        }
-        advantages, _ = adv_fn(batch, adv_cfg)
-
-        def loss(params):
-            logp, entropy = logp_of(params, prompts["bow"], choices)
-            old = jax.lax.stop_gradient(logp)  # one on-policy update: pi_old = mu = pi_theta
-            inputs = LossInputs(logp, old, old, advantages, mask, batch["chunk_id"], reward, entropy=entropy)
-            return rl_loss(inputs, loss_cfg)[0]
-
-        grads = jax.grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, raw
+        logp_of = lambda params: logp_of_choices(params, prompts["bow"], choices)  # noqa: E731
+        params, opt_state = on_policy_update(
+            tx, params, opt_state, logp_of, raw, scale, group_id, mask, adv_fn, adv_cfg, loss_cfg
+        )
+        return params, opt_state, raw
 
     return graphdef, step, tx
 
