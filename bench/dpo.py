@@ -77,7 +77,7 @@ def train(model_config, params, mesh, loss_fn, arrays, *, rows_per_step, steps, 
     t0, metrics, progress = time.time(), {}, Progress(steps, every_s=30.0, label=label)
     for i in range(steps):
         state, metrics = step(state, next(batches))
-        progress.update(i + 1)
+        progress.update(i + 1, {"loss": float(metrics["loss"])})  # (float(): waits for the step)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     return graphdef, state, time.time() - t0, metrics
 
