@@ -1,4 +1,4 @@
-"""DPO from SFT against SFT continuation at equal compute: held-out success over seeds, on any env.
+"""DPO from SFT against two baselines at equal compute (more SFT, RFT): held-out success over seeds, any env.
 
   python bench/dpo.py                                   # ShopSimulator (the quickstart) seeds 0 1 2 -> runs/bench_dpo
   python bench/dpo.py --seeds 5 --sft-steps 800 --eval-tasks 200      # the quickstart's SFT stage in full
@@ -12,15 +12,16 @@ changes the world, the model's init and every sample):
      SFT never saw (ShopSimulator: the world's "rl" products; a seeded env: task seeds from 2,000,000); success vs
      failure of the same task -> preference pairs (`alejax.rl.dpo.pairs_from_records`), at most one per task
   3. DPO (`--loss`, beta) from SFT: `--steps` updates of `--pairs-per-step` pairs (2 sequences each)
-  4. the baseline in the same run, SFT continuation: the same `--steps` updates of the next-token loss on
-     as many rows per step (2 x pairs-per-step), drawn from the same pairs' chosen (successful) episodes, the
-     same optimizer; equal train compute (DPO also pays one reference forward over its pairs, reported)
+  4. the baselines in the same run, each the same `--steps` updates of the next-token loss on as many rows per
+     step (2 x pairs-per-step, the pairs' width) with the same optimizer: `sft_more`, SFT continued on its own
+     expert data, and `rft`, SFT continued on the pairs' chosen (successful) episodes; equal train compute
+     (DPO also pays one reference forward over its pairs, reported)
   5. greedy held-out success (ShopSimulator: the "eval" products; a seeded env: task seeds from 1,000,000 as in
-     bench/real_rl.py), `--eval-tasks` tasks, of SFT, SFT continuation and DPO
+     bench/real_rl.py), `--eval-tasks` tasks, of the start, both baselines and DPO
 
-Prints a table (mean ± SE over seeds, and DPO − SFT-continuation paired over each seed's tasks) and ends with
-one JSON line: sft_success (the SFT-continuation baseline), dpo_success, dpo_over_sft (their difference,
-mean and SE over seeds), start_success (SFT before either), seeds, and per-seed numbers.
+Prints a table (mean ± SE over seeds, and DPO − each arm paired over each seed's tasks) and ends with one JSON
+line: sft_success (the `sft_more` baseline), dpo_success, dpo_over_sft (their difference, mean and SE over
+seeds), rft_success, dpo_over_rft, start_success (SFT before any), seeds, and per-seed numbers.
 """
 
 from __future__ import annotations
