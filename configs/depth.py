@@ -16,7 +16,8 @@ micro-F1, hallucination rate, per-hard-negative-type error, and the recall lost 
 Expected (tiny, dev split, bench/depth.py seeds 0-2, docs/depth.md): after SFT + RL, micro-F1 direct 27.7 ± 2.2,
 grounding only 70.5 ± 4.1, grounding + refinement 15.0 ± 8.9; hallucination 0.8%, 0.7%, 1.4%. After SFT
 alone: direct 35.1 (hallucination 3.8%), grounding 67.7 (0.8%). `smollm2`: every role SmolLM2-135M-Instruct
-with LoRA (not yet measured); `test`: seconds, for tests.
+with LoRA (seed 0, 60 sentences, no RL: F1 0 zero-shot; after SFT direct 0.0, grounding 21.7, pipeline 23.7 with
+15.5% hallucination: its 30 SFT steps are too few, docs/depth.md); `test`: seconds, for tests.
 """
 
 import os
