@@ -350,9 +350,15 @@ def test_a_kv_pool_with_fewer_decode_rows_plays_the_same_episodes(tokenizer):
     for a, b in zip(full, narrow):
         assert a.task_seed == b.task_seed and a.tokens == b.tokens and a.n_turns == b.n_turns == 3
         np.testing.assert_allclose(a.behaviour_logp, b.behaviour_logp, atol=1e-5)
-    # Row-steps count the 3 rows the decode computes, so a full narrow decode reads as utilization ~1.
+    # Row-steps count the 3 rows the decode computes, so a full narrow decode reads as utilization ~1. How
+    # full depends on when the envs answer (threads: 0.49-0.6 seen under load), so it is compared with the 8
+    # rows' in the same run, which idle while 10 episodes drain through them.
     assert narrow_stats.generated_tokens == full_stats.generated_tokens
-    assert narrow_stats.decode_row_steps % 3 == 0 and narrow_stats.decode_row_utilization > 0.5
+    assert narrow_stats.decode_row_steps % 3 == 0
+    assert narrow_stats.decode_row_utilization > full_stats.decode_row_utilization + 0.1, (
+        narrow_stats.decode_row_utilization,
+        full_stats.decode_row_utilization,
+    )
 
 
 def test_chunked_prefill_interleaves_and_changes_nothing(tokenizer):
