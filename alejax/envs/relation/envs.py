@@ -147,6 +147,7 @@ class _OneTurnEnv:
         self.gold: frozenset = frozenset()
         self.negatives: frozenset = frozenset()
         self.t, self.done = 0, True
+        self.sentence: Sentence | None = None
 
     def _start(self, observation: str, gold: frozenset, negatives: frozenset, answer: str, info: dict):
         self.observation, self.gold, self.negatives, self.answer = observation, gold, negatives, answer
@@ -166,7 +167,9 @@ class _OneTurnEnv:
             self.done = truncated
             return f"Error: {error}", 0.0, False, truncated, {"malformed": True}
         self.done = True
-        judgement = Judgement(self.observation, action, predicted, self.gold, self.negatives)
+        judgement = Judgement(
+            self.observation, action, predicted, self.gold, self.negatives, sentence=self.sentence
+        )
         reward = float(self.reward_fn(judgement))
         info = {
             "success": predicted == self.gold,
@@ -239,7 +242,7 @@ class GroundingEnv(_OneTurnEnv):
                 lines.append(f"Path: {grounding.path_text}")
             observation = "\n".join(lines)
             info["sdp_length"] = grounding.sdp_length
-        self.pair = pair
+        self.pair, self.sentence = pair, sentence
         positive = pair.label != self.schema.no_relation
         gold = frozenset({(pair.subj, pair.obj, pair.label)}) if positive else frozenset()
         negatives = frozenset() if positive else frozenset({(pair.subj, pair.obj)})
@@ -352,7 +355,6 @@ class RefinementEnv(_OneTurnEnv):
             'Write one "SUBJ OBJ LABEL" line per related pair, or none. '
             f"Labels: {', '.join(self.schema.names)}."
         )
-        self.sentence: Sentence | None = None
         self.predictions: list[Triple] = []
 
     def reset(self, seed: int) -> tuple[str, dict]:

@@ -25,6 +25,7 @@ class Judgement:
     predicted: frozenset  # of Triple: the relations the answer asserts (NO-RELATION left out)
     gold: frozenset  # of Triple: the gold relations
     negatives: frozenset  # of (subject id, object id): candidate pairs whose gold label is NO-RELATION
+    sentence: Any = None  # the episode's schema.Sentence (an RM that rebuilds per-pair views reads it)
 
     @property
     def hallucinated(self) -> frozenset:
