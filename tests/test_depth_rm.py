@@ -2,6 +2,9 @@
 answers' gold quality against the env, the RM features, a tiny RM run and the RL loop."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -184,3 +187,160 @@ def test_rm_data_stacks_seeds_in_train_method_layout(seed_data, vocabulary):
     d = H.feature_dim(len(vocabulary))
     assert data["train/h_w"].shape == (2, SMALL.n_train, d)
     assert data["test/attrs_l"].shape == (2, SMALL.n_eval, 2)
+
+
+# ---- one RM for the DEPTH job: train_relation_rm, its file, the grounding and refinement rewards ---------
+
+# Tiny: the causal RM's compile is most of the ~12 s; 600 pairs already rank gold above wrong on held-out.
+JOB_RM = H.StudyConfig(n_train=600, n_eval=200, vocabulary=80, rm_steps=200, rm_eval_every=50)
+
+
+@pytest.fixture(scope="module")
+def relation_rm_file(tmp_path_factory):
+    """(path, (graphdef, params, vocabulary)) of one causal RM on the sdp view, saved."""
+    rm = H.train_relation_rm(0, view="sdp", config=JOB_RM)
+    path = str(tmp_path_factory.mktemp("rm") / "relation_rm.npz")
+    H.save_relation_rm(path, *rm, view="sdp")
+    return path, rm
+
+
+def _label_scores(graphdef, params, vocabulary, obs):
+    """[n, labels] scores of bare-label answers to each observation."""
+    score = H._rm_scorer(graphdef, params)
+    bow, n = H.bag_of_words(obs, vocabulary), len(obs)
+    zeros = np.zeros(n, np.int32)
+    return np.stack([score(bow, np.full(n, k), zeros, zeros) for k in range(len(H.LABELS))], 1)
+
+
+def test_saved_relation_rm_loads_to_identical_scores(relation_rm_file):
+    path, (graphdef, params, vocabulary) = relation_rm_file
+    loaded = H.load_relation_rm(path)
+    assert loaded[2] == vocabulary
+    obs = H.observations("dev", 7_000, 20)
+    np.testing.assert_array_equal(
+        _label_scores(*loaded, obs), _label_scores(graphdef, params, vocabulary, obs)
+    )
+
+
+def test_relation_rm_from_a_path_prefers_the_gold_label_in_the_grounding_env(relation_rm_file):
+    path, _ = relation_rm_file
+    env = make("relation/grounding", split="dev", reward="relation_rm", reward_kwargs={"path": path})
+    margins = []
+    for seed in range(30):
+        _, info = env.reset(seed=seed)
+        gold = env.step(info["gold"])[1]
+        wrong = [label for label in H.LABELS if label != info["gold"]][seed % (len(H.LABELS) - 1)]
+        env.reset(seed=seed)
+        margins.append(gold - env.step(wrong)[1])
+    assert np.mean(margins) > 0 and np.mean(np.array(margins) > 0) > 0.7
+    # a file trained on one view refuses observations of another
+    direct = make("relation/direct", reward="relation_rm", reward_kwargs={"path": path})
+    direct.reset(seed=0)
+    with pytest.raises(ValueError, match="'sdp' view"):
+        direct.step("works_for")
+
+
+def test_a_fresh_process_builds_the_rm_reward_from_the_path_alone(relation_rm_file):
+    """An env pool's worker is a fresh interpreter that never imported hacking: the name still resolves."""
+    path, _ = relation_rm_file
+    code = (
+        "import sys; from alejax.envs import make; "
+        "env = make('relation/grounding', reward='relation_rm', reward_kwargs={'path': sys.argv[1]}); "
+        "env.reset(seed=4); print(env.step('works_for')[1])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # the repo root, where alejax is
+    )
+    env = make("relation/grounding", reward="relation_rm", reward_kwargs={"path": path})
+    env.reset(seed=4)
+    assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(env.step("works_for")[1], rel=1e-5)
+
+
+def test_relation_rm_set_scores_the_gold_set_above_hallucinations(relation_rm_file):
+    from alejax.envs.relation.envs import format_triples
+
+    path, _ = relation_rm_file
+    env = make("relation/refinement", split="dev", reward="relation_rm_set", reward_kwargs={"path": path})
+    schema, gaps = H.SYNTHETIC_SCHEMA, []
+    for seed in range(40):
+        env.reset(seed=seed)
+        sentence = env.sentence
+        types = {e.id: e.type for e in sentence.entities}
+        gold = [(p.subj, p.obj, p.label) for p in sentence.pairs if p.label != H.NO_RELATION]
+        # a relation the types allow on every NO-RELATION pair that has one
+        hallucinated = [
+            (p.subj, p.obj, fitting[0])
+            for p in sentence.pairs
+            if p.label == H.NO_RELATION
+            and (fitting := [r for r in schema.names if schema.allows(r, types[p.subj], types[p.obj])])
+        ]
+        if not hallucinated:
+            continue
+        rewards = []
+        for triples in (gold, gold + hallucinated):
+            env.reset(seed=seed)
+            rewards.append(env.step(format_triples(triples))[1])
+        gaps.append(rewards[0] - rewards[1])
+    assert len(gaps) >= 10
+    assert np.mean(gaps) > 0 and np.mean(np.array(gaps) > 0) > 0.7
+
+
+def test_relation_rm_set_scores_one_batch_per_judgement_and_needs_the_sentence(relation_rm_file):
+    from alejax.envs.relation.rewards import Judgement
+
+    path, (graphdef, params, vocabulary) = relation_rm_file
+    reward = H.relation_rm_set_factory(graphdef=graphdef, params=params, vocabulary=vocabulary)
+    env = make("relation/refinement", split="dev")
+    env.reset(seed=3)
+    sentence = env.sentence
+    pair = sentence.pairs[0]
+    # by hand: each pair's observation with its label (absent = no_relation), a conflict scored as its worse
+    grounding = H.GroundingEnv(view="sdp")
+    obs = [grounding.reset_to(sentence, p)[0] for p in sentence.pairs]
+    scores = _label_scores(graphdef, params, vocabulary, [(o, "", "") for o in obs])
+    none = H.LABELS.index(H.NO_RELATION)
+    two = [H.LABELS.index(label) for label in ("works_for", "located_in")]
+    expected = scores[:, none].copy()
+    expected[0] = scores[0, two].min()
+    predicted = frozenset((pair.subj, pair.obj, label) for label in ("works_for", "located_in"))
+    judgement = Judgement("", "", predicted, frozenset(), frozenset(), sentence=sentence)
+    assert reward(judgement) == pytest.approx(float(expected.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="sentence"):
+        reward(dataclasses.replace(judgement, sentence=None))
+
+
+def test_a_missing_or_broken_relation_rm_file_names_its_path(tmp_path, relation_rm_file):
+    missing = str(tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        H.load_relation_rm(missing)
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        make("relation/refinement", reward="relation_rm_set", reward_kwargs={"path": missing})
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(open(relation_rm_file[0], "rb").read()[:500])
+    with pytest.raises(ValueError, match="broken.npz"):
+        H.load_relation_rm(str(broken))
+    with pytest.raises(ValueError, match="trained on 'sdp'"):
+        H.relation_rm_set_factory(path=relation_rm_file[0], view="sentence")
+
+
+def test_a_sentence_view_rm_ranks_gold_above_wrong_on_held_out_observations():
+    graphdef, params, vocabulary = H.train_relation_rm(1, view="sentence", method="bt", config=JOB_RM)
+    assert not any(t.startswith("<") or t.endswith(">") for t in vocabulary)  # no path arrows: sentence words
+    obs = H.observations("dev", 9_000, 200, view="sentence")
+    assert all(H.observation_view(o) == "sentence" for o, _, _ in obs)
+    scores = _label_scores(graphdef, params, vocabulary, obs)
+    rng = np.random.default_rng(0)
+    gold = np.array([H.LABELS.index(g) for _, g, _ in obs])
+    worse = np.array(
+        [
+            H.LABELS.index(H._worse_label(g, H._PAIR.search(o.split("\n")[0]).group(2, 4), rng))
+            for o, g, _ in obs
+        ]
+    )
+    rows = np.arange(len(obs))
+    assert np.mean(scores[rows, gold] > scores[rows, worse]) > 0.7  # chance is 0.5

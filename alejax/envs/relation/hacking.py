@@ -28,12 +28,20 @@ produce that feature, and does the causal RM stop it?
   policy's probability of the confident phrase and its expected rationale length moved from the start (the
   hacking measure).
 
-`bench/depth_rm.py` runs it; results in docs/depth.md.
+- **The DEPTH job's RM** (its stage "RL on the causal reward model"): `train_relation_rm` trains one RM on
+  the pairs of one view ("sdp": the grounding env's observation, or "sentence": relation/direct's),
+  `save_relation_rm` / `load_relation_rm` keep it in one .npz, and two rewards read it by path (a config
+  value, so a worker process builds them): "relation_rm" scores a grounding answer, "relation_rm_set" a
+  refinement answer set, pair by pair over the sentence's candidate pairs.
+
+`bench/depth_rm.py` runs the study; results in docs/depth.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from collections import Counter
 
@@ -48,6 +56,7 @@ from alejax.envs.relation.metrics import label_scores
 from alejax.envs.relation.rewards import Judgement, exact_reward, register_reward
 from alejax.envs.relation.schema import NO_RELATION, SYNTHETIC_SCHEMA
 from alejax.reward.dependence import conditional_dependence, dependence_se, select_weight
+from alejax.reward.heads import HeadConfig, RewardHead
 from alejax.reward.robustness import train_method
 from alejax.reward.toy_rl import on_policy_update
 from alejax.rl.advantages import AdvantageConfig, get_advantage
@@ -110,8 +119,9 @@ _ARROW_IN, _ARROW_OUT = re.compile(r"<-([a-z:]+)-"), re.compile(r"-([a-z:]+)->")
 
 
 def observation_tokens(observation: str) -> list[str]:
-    """Words of a grounding observation: the pair's entity types, the path's arrows (with direction) and the
-    context and path words, lowercased, without the two mentions (names carry no relation)."""
+    """Words of a grounding observation of any view: the pair's entity types, the path's arrows (with
+    direction) and the words of the lines below the pair (context and path, or the whole sentence with its
+    [S ...] / [O ...] marks), lowercased, without the two mentions (names carry no relation)."""
     lines = observation.split("\n")
     subj, subj_type, obj, obj_type = _PAIR.search(lines[0]).groups()
     tokens = [f"s:{subj_type}", f"o:{obj_type}"]
@@ -127,10 +137,11 @@ def observation_tokens(observation: str) -> list[str]:
 
 
 def observations(
-    split: str, first_seed: int, n: int, difficulty: str = "medium"
+    split: str, first_seed: int, n: int, difficulty: str = "medium", view: str = "sdp"
 ) -> list[tuple[str, str, str]]:
-    """n (observation, gold label, hard-negative tag) of the grounding env, env seeds first_seed..+n."""
-    env = GroundingEnv(split=split, difficulty=difficulty)
+    """n (observation, gold label, hard-negative tag) of the grounding env, env seeds first_seed..+n. Every
+    view shows the same pair of the same sentence for one seed ("sentence" is the relation/direct env's)."""
+    env = GroundingEnv(split=split, difficulty=difficulty, view=view)
     out = []
     for seed in range(first_seed, first_seed + n):
         observation, info = env.reset(seed=seed)
@@ -138,11 +149,13 @@ def observations(
     return out
 
 
-def build_vocabulary(size: int = 200, n: int = 1500, difficulty: str = "medium") -> tuple[str, ...]:
-    """The `size` most frequent observation tokens of a fixed reference set (train split, env seeds 0..n),
-    shared by every seed so that features keep one shape."""
+def build_vocabulary(
+    size: int = 200, n: int = 1500, difficulty: str = "medium", view: str = "sdp"
+) -> tuple[str, ...]:
+    """The `size` most frequent observation tokens of a fixed reference set (train split, env seeds 0..n, the
+    given view), shared by every seed so that features keep one shape."""
     counts = Counter(
-        t for obs, _, _ in observations("train", 0, n, difficulty) for t in observation_tokens(obs)
+        t for obs, _, _ in observations("train", 0, n, difficulty, view) for t in observation_tokens(obs)
     )
     return tuple(sorted(t for t, _ in counts.most_common(size)))
 
@@ -267,22 +280,36 @@ class StudyConfig:
     sft_lr: float = 3e-3
 
 
-def make_seed_data(seed: int, config: StudyConfig, vocabulary: tuple[str, ...]) -> dict[str, dict]:
-    """One seed's splits: RM pairs (train / val at p_train, test at 0.5, reversed at 1 - p_train) on disjoint
-    train-split observations, RL prompts, and held-out dev observations for the policy's evaluation."""
-    base = 1_000_000 * (seed + 1)  # env seeds of this seed's observations (the reference vocabulary uses 0..)
-    sizes = (
-        ("train", config.n_train),
-        ("val", config.n_eval),
-        ("test", config.n_eval),
-        ("reversed", config.n_eval),
-    )
+RM_SPLITS = ("train", "val", "test", "reversed")
+
+
+def rm_pair_splits(
+    seed: int, config: StudyConfig, vocabulary: tuple[str, ...], view: str = "sdp", splits=RM_SPLITS
+) -> dict[str, dict]:
+    """One seed's RM preference pairs (train / val at p_train, test at 0.5, reversed at 1 - p_train) on
+    disjoint train-split observations of `view`. Each split keeps its env seeds whichever `splits` are built,
+    so a run that skips test and reversed trains on the same pairs."""
+    sizes = {"train": config.n_train, "val": config.n_eval, "test": config.n_eval, "reversed": config.n_eval}
     p = {"train": config.p_train, "val": config.p_train, "test": 0.5, "reversed": 1.0 - config.p_train}
-    out, start = {}, base
-    for i, (split, n) in enumerate(sizes):
-        obs = observations("train", start, n, config.difficulty)
-        out[split] = preference_pairs(obs, vocabulary, p[split], seed=10 * seed + i)
-        start += n
+    out, start = {}, _first_env_seed(seed)  # (the reference vocabulary uses env seeds 0..)
+    for i, split in enumerate(RM_SPLITS):
+        if split in splits:
+            obs = observations("train", start, sizes[split], config.difficulty, view)
+            out[split] = preference_pairs(obs, vocabulary, p[split], seed=10 * seed + i)
+        start += sizes[split]
+    return out
+
+
+def _first_env_seed(seed: int) -> int:
+    return 1_000_000 * (seed + 1)
+
+
+def make_seed_data(seed: int, config: StudyConfig, vocabulary: tuple[str, ...]) -> dict[str, dict]:
+    """One seed's splits: RM pairs (`rm_pair_splits`), RL prompts on the train-split observations after
+    them, and held-out dev observations for the policy's evaluation."""
+    out = rm_pair_splits(seed, config, vocabulary)
+    base = _first_env_seed(seed)
+    start = base + config.n_train + 3 * config.n_eval
     rl_obs = observations("train", start, config.n_rl_prompts, config.difficulty)
     sft_obs = observations("train", start + config.n_rl_prompts, config.n_sft, config.difficulty)
     eval_obs = observations("dev", base, config.n_eval, config.difficulty)
@@ -301,9 +328,10 @@ def make_seed_data(seed: int, config: StudyConfig, vocabulary: tuple[str, ...]) 
 
 
 def rm_data(seed_data: list[dict]) -> dict[str, np.ndarray]:
-    """train_method's layout, stacked over seeds: {split}/h_w, h_l, attrs_w, attrs_l."""
+    """train_method's layout, stacked over seeds: {split}/h_w, h_l, attrs_w, attrs_l, for the RM splits the
+    seeds hold (train and val are what training reads)."""
     data = {}
-    for split in ("train", "val", "test", "reversed"):
+    for split in (split for split in RM_SPLITS if split in seed_data[0]):
         per_seed = [pair_features(d[split]) for d in seed_data]
         for k in per_seed[0]:
             data[f"{split}/{k}"] = np.stack([f[k] for f in per_seed])
@@ -380,31 +408,237 @@ def rm_metrics(graphdef, params, pairs: dict[str, dict]) -> dict[str, float]:
     return m
 
 
-def rm_relation_reward(graphdef, params, vocabulary: tuple[str, ...]):
-    """A trained RM as the grounding env's reward (Judgement -> its score of the observation and answer)."""
-    head = nnx.merge(graphdef, params)
+def _rm_scorer(graphdef, params):
+    """(bow [B, V], label, confident, length [B]) -> the RM's scores [B] (numpy), one jit'd forward pass.
+    Batches are padded to a power of two (at least 8) so that a reward called on pair sets of every size
+    compiles a handful of shapes, not one per size."""
 
-    def score(judgement: Judgement) -> float:
-        answer = parse_answer(judgement.answer)
-        if answer is None:
-            return 0.0
-        bow = bag_of_words([(judgement.observation, "", "")], vocabulary)
-        features = answer_features(
-            bow, np.array([LABELS.index(answer.label)]), [answer.confident], [answer.rationale_length]
-        )
-        return float(head(features)["reward"][0])
+    @jax.jit
+    def scores(params, bow, label, confident, length):
+        return nnx.merge(graphdef, params)(answer_features(bow, label, confident, length))["reward"]
+
+    def score(bow, label, confident, length) -> np.ndarray:
+        n = len(label)
+        size = max(8, 1 << (n - 1).bit_length())
+
+        def pad(x):
+            x = np.asarray(x)
+            return np.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1))
+
+        return np.asarray(scores(params, pad(bow), pad(label), pad(confident), pad(length)))[:n]
 
     return score
 
 
-# make("relation/grounding", reward="relation_rm", reward_kwargs=dict(graphdef=..., params=..., vocabulary=...)):
-# the trained RM scores the env's answers (the hallucination penalty is the RM's to learn, not added).
-register_reward(
-    "relation_rm",
-    lambda hallucination_penalty=0.0, *, graphdef, params, vocabulary: rm_relation_reward(
-        graphdef, params, vocabulary
-    ),
-)
+def observation_view(observation: str) -> str:
+    """The grounding view an observation was rendered in (its lines below the pair name it)."""
+    kinds = [line.split(":", 1)[0] for line in observation.split("\n")[1:]]
+    if kinds == ["Sentence"]:
+        return "sentence"
+    if kinds == ["Context", "Path"]:
+        return "sdp"
+    return {"Context": "context", "Path": "path"}.get(kinds[0] if len(kinds) == 1 else "", "unknown")
+
+
+def rm_relation_reward(graphdef, params, vocabulary: tuple[str, ...], view: str | None = None):
+    """A trained RM as the grounding env's reward (Judgement -> its score of the observation and answer).
+    `view`: the view the RM was trained on, checked against each observation (None: not checked)."""
+    score_batch = _rm_scorer(graphdef, params)
+
+    def score(judgement: Judgement) -> float:
+        if view is not None and observation_view(judgement.observation) != view:
+            raise ValueError(
+                f"the relation RM was trained on the {view!r} view; this observation is "
+                f"{observation_view(judgement.observation)!r} (build the env with view={view!r})"
+            )
+        answer = parse_answer(judgement.answer)
+        if answer is None:
+            return 0.0
+        bow = bag_of_words([(judgement.observation, "", "")], vocabulary)
+        label = [LABELS.index(answer.label)]
+        return float(score_batch(bow, label, [int(answer.confident)], [answer.rationale_length])[0])
+
+    return score
+
+
+def rm_relation_set_reward(graphdef, params, vocabulary: tuple[str, ...], view: str = "sdp"):
+    """A pair RM as the refinement env's reward: the answer's set gives each candidate pair of the sentence a
+    label (a pair it leaves out: no_relation); each pair's grounding observation (`view`, as the RM was
+    trained) with that bare label is scored, in one batch; the reward is the mean over the candidate pairs.
+    Triples on pairs that are no candidates (types the schema never relates) are not scored: the RM has no
+    view of them. The RM's per-observation offset is the same for every answer to one sentence, so it
+    cancels where answers to the same sentence are compared (a GRPO group)."""
+    score_batch = _rm_scorer(graphdef, params)
+    env = GroundingEnv(view=view)  # only its reset_to renders observations; it never steps
+
+    def score(judgement: Judgement) -> float:
+        sentence = judgement.sentence
+        if sentence is None:
+            raise ValueError(
+                "relation_rm_set needs the episode's sentence (Judgement.sentence is None); "
+                "it scores the refinement env's answers"
+            )
+        if not sentence.pairs:
+            return 0.0
+        given: dict[tuple[str, str], list[str]] = {}
+        for subj, obj, label in judgement.predicted:
+            if label not in LABELS:
+                raise ValueError(f"relation_rm_set: label {label!r} is not one the RM knows ({LABELS})")
+            given.setdefault((subj, obj), []).append(label)
+        rows, labels, pair_of_row = [], [], []
+        for i, pair in enumerate(sentence.pairs):
+            observation, _ = env.reset_to(sentence, pair)
+            for label in given.get((pair.subj, pair.obj), [NO_RELATION]):
+                rows.append((observation, "", ""))
+                labels.append(LABELS.index(label))
+                pair_of_row.append(i)
+        zeros = np.zeros(len(rows), np.int32)
+        scores = score_batch(bag_of_words(rows, vocabulary), np.array(labels, np.int32), zeros, zeros)
+        # A pair the set gives two labels scores as its worse one: the hedge is at least as wrong as its
+        # wrong half (the rule rewards count the extra triple against it too), so it can never pay more
+        # than committing to one label.
+        worst = np.full(len(sentence.pairs), np.inf)
+        np.minimum.at(worst, np.array(pair_of_row), scores)
+        return float(worst.mean())
+
+    return score
+
+
+# ---- training one RM for a job, and its file ------------------------------------------------------------
+
+
+def train_relation_rm(
+    seed: int,
+    view: str = "sdp",
+    method: str = "causal_rm_cond_mmd_auto",
+    config: StudyConfig | None = None,
+    difficulty: str | None = None,
+):
+    """(graphdef, params, vocabulary) of one RM (`method`, one seed) trained on preference pairs over
+    `relation/grounding` observations of `view` ("sdp", or "sentence": the relation/direct env's). The
+    vocabulary is built from the same view. `config` (StudyConfig defaults) sets the sizes and the RM's
+    training; `difficulty` overrides its difficulty. Only the train and val pairs are built (the val split
+    picks the checkpoint and, for the auto method, the penalty weight)."""
+    config = config or StudyConfig()
+    if difficulty is not None:
+        config = dataclasses.replace(config, difficulty=difficulty)
+    vocabulary = build_vocabulary(config.vocabulary, difficulty=config.difficulty, view=view)
+    pairs = rm_pair_splits(seed, config, vocabulary, view, splits=("train", "val"))
+    graphdef, params, _ = train_rms(method, rm_data([pairs]), [seed], config)
+    return graphdef, params[0], vocabulary
+
+
+_RM_FILE_FORMAT = "alejax.relation_rm/1"
+
+
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def save_relation_rm(path: str, graphdef, params, vocabulary: tuple[str, ...], view: str = "sdp") -> None:
+    """One .npz file (written whole, then renamed into place): every parameter under its tree path, and
+    `meta`, a JSON string with the vocabulary, the view and the head's input size and HeadConfig, which
+    rebuild the graphdef (no pickle: the file loads in any process, with allow_pickle off)."""
+    head = nnx.merge(graphdef, params)
+    meta = {
+        "format": _RM_FILE_FORMAT,
+        "vocabulary": list(vocabulary),
+        "view": view,
+        "d_in": int(head.enc1.kernel.value.shape[0]),
+        "head": dataclasses.asdict(head.config),
+    }
+    arrays = {_leaf_name(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, path)
+
+
+def _read_relation_rm(path: str):
+    """(graphdef, params, vocabulary, meta) of a save_relation_rm file; any failure names the path."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            arrays = {k: f[k] for k in f.files if k != "meta"}
+        if meta.get("format") != _RM_FILE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {_RM_FILE_FORMAT!r}")
+        config = HeadConfig(**meta["head"])
+        graphdef, abstract = nnx.split(
+            nnx.eval_shape(lambda: RewardHead(meta["d_in"], config, rngs=nnx.Rngs(0)))
+        )
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+        names = [_leaf_name(p) for p, _ in leaves]
+        if set(names) != set(arrays):
+            raise ValueError(f"parameters {sorted(set(arrays) ^ set(names))} do not match the head")
+        for name, (_, x) in zip(names, leaves):
+            if arrays[name].shape != x.shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}, the head needs {x.shape}")
+        params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[name]) for name in names])
+        if feature_dim(len(meta["vocabulary"])) != meta["d_in"]:
+            raise ValueError(f"{len(meta['vocabulary'])} vocabulary words do not give the head's input size")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no relation RM file at {path!r} (save_relation_rm writes one)") from e
+    except Exception as e:  # a truncated zip, a foreign .npz, a missing key: all say which file
+        raise ValueError(f"{path!r} is not a readable relation RM file: {e}") from e
+    return graphdef, params, tuple(meta["vocabulary"]), meta
+
+
+def load_relation_rm(path: str):
+    """(graphdef, params, vocabulary) saved by save_relation_rm."""
+    return _read_relation_rm(path)[:3]
+
+
+def _rm_of_kwargs(name, path, graphdef, params, vocabulary, view):
+    """(graphdef, params, vocabulary, view) from a reward's kwargs: `path` (config-serializable, loads in any
+    process) or the trained objects. A view given with a path must be the file's."""
+    if path:
+        if graphdef is not None or params is not None or vocabulary is not None:
+            raise TypeError(f"{name}: give path or graphdef/params/vocabulary, not both")
+        graphdef, params, vocabulary, meta = _read_relation_rm(path)
+        if view is not None and view != meta["view"]:
+            raise ValueError(f"{name}: view={view!r}, but the RM at {path!r} was trained on {meta['view']!r}")
+        return graphdef, params, vocabulary, meta["view"]
+    if graphdef is None or params is None or vocabulary is None:
+        raise TypeError(f"{name} needs reward_kwargs path=... or graphdef, params and vocabulary")
+    return graphdef, params, tuple(vocabulary), view
+
+
+def relation_rm_factory(
+    hallucination_penalty: float = 0.0,
+    *,
+    path: str = "",
+    graphdef=None,
+    params=None,
+    vocabulary=None,
+    view=None,
+):
+    """reward="relation_rm": the grounding env's answers scored by a pair RM. With a path, the observations
+    must be of the file's view."""
+    return rm_relation_reward(*_rm_of_kwargs("relation_rm", path, graphdef, params, vocabulary, view))
+
+
+def relation_rm_set_factory(
+    hallucination_penalty: float = 0.0,
+    *,
+    path: str = "",
+    graphdef=None,
+    params=None,
+    vocabulary=None,
+    view=None,
+):
+    """reward="relation_rm_set": the refinement env's answer sets scored by a pair RM over every candidate
+    pair (view: the file's, else "sdp")."""
+    graphdef, params, vocabulary, view = _rm_of_kwargs(
+        "relation_rm_set", path, graphdef, params, vocabulary, view
+    )
+    return rm_relation_set_reward(graphdef, params, vocabulary, view or "sdp")
+
+
+# make("relation/grounding", reward="relation_rm", reward_kwargs={"path": ...}) or reward_kwargs=dict(
+# graphdef=..., params=..., vocabulary=...); make("relation/refinement", reward="relation_rm_set", same
+# kwargs). The hallucination penalty is the RM's to learn, not added.
+register_reward("relation_rm", relation_rm_factory)
+register_reward("relation_rm_set", relation_rm_set_factory)
 
 
 # ---- the policy and RL -----------------------------------------------------------------------------------

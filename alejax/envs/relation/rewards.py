@@ -13,6 +13,7 @@ is `alejax.reward.worker.RewardWorker`'s job and needs nothing from the env.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable
 
 Triple = tuple[str, str, str]  # (subject id, object id, relation)
@@ -67,6 +68,12 @@ def _rule(fn: Callable[..., float]) -> Callable[..., RewardFn]:
 
 
 REWARDS: dict[str, Callable[..., RewardFn]] = {"exact": _rule(exact_reward), "f1": _rule(f1_reward)}
+# Rewards that register in a module too heavy to import with the envs (JAX and the RM code): imported on
+# first use, so an env built from a config in a fresh worker process still finds them.
+REWARD_MODULES = {
+    "relation_rm": "alejax.envs.relation.hacking",
+    "relation_rm_set": "alejax.envs.relation.hacking",
+}
 
 
 def register_reward(name: str, factory: Callable[..., RewardFn]) -> Callable[..., RewardFn]:
@@ -82,6 +89,9 @@ def reward_function(
 ) -> RewardFn:
     if callable(reward):
         return reward
+    if reward not in REWARDS and reward in REWARD_MODULES:
+        importlib.import_module(REWARD_MODULES[reward])
     if reward not in REWARDS:
-        raise KeyError(f"unknown relation reward {reward!r}; known: {', '.join(sorted(REWARDS))}")
+        known = sorted(set(REWARDS) | set(REWARD_MODULES))
+        raise KeyError(f"unknown relation reward {reward!r}; known: {', '.join(known)}")
     return REWARDS[reward](hallucination_penalty=hallucination_penalty, **(reward_kwargs or {}))
