@@ -2,13 +2,15 @@
 it scores with, its config errors, and bench/depth.py's summary over seeds."""
 
 import importlib.util
+import json
 import os
 
 import pytest
 
 from alejax.config import load_config_file
 from alejax.envs import make
-from alejax.envs.relation.generator import generate_corpus
+from alejax.envs.relation.generator import generate_corpus, generate_sentence
+from alejax.envs.relation.schema import SYNTHETIC_SCHEMA
 from alejax.jobs import JOBS
 from alejax.jobs.depth import (
     STAGES,
@@ -60,12 +62,22 @@ def test_depth_job_runs_every_stage_and_sft_beats_untrained(tmp_path):
         assert (tmp_path / role / "sft" / "metrics.jsonl").exists() and (
             tmp_path / role / "metrics.jsonl"
         ).exists()
+    # Refinement trained on the grounding SFT policy's own labels of the recorded training sentences.
+    records = [json.loads(line) for line in open(tmp_path / "refinement" / "grounding_labels.jsonl")]
+    assert [r["seed"] for r in records] == list(range(20))
+    sentence = generate_sentence(3, "train", "easy")
+    assert [tuple(t[:2]) for t in records[3]["predictions"]] == [(p.subj, p.obj) for p in sentence.pairs]
+    assert {t[2] for r in records for t in r["predictions"]} - set(SYNTHETIC_SCHEMA.labels) == set()
 
 
 def test_bad_config_keys_and_stage_names_are_clear_errors(tmp_path):
     assert "depth" in JOBS
     with pytest.raises(ValueError, match="unknown preset"):
         load_config_file(f"{CONFIG}:huge")
+    c = _config(tmp_path)
+    c.refinement_inputs = "gold"
+    with pytest.raises(ValueError, match="refinement_inputs"):
+        run_job(c)
     c = _config(tmp_path)
     c.eval.stages = "sft,best"
     with pytest.raises(ValueError, match="best"):  # before any training

@@ -2,13 +2,20 @@
 the loaders, the SDP, the metrics, parser agreement, and the grounding / refinement envs with their experts."""
 
 import collections
+import json
 import os
 import statistics
 
 import pytest
 
 from alejax.envs import make, registered
-from alejax.envs.relation.envs import noisy_predictions, parse_label, parse_triples, rule_refine
+from alejax.envs.relation.envs import (
+    format_triples,
+    noisy_predictions,
+    parse_label,
+    parse_triples,
+    rule_refine,
+)
 from alejax.envs.relation.formats import (
     RelationDataError,
     conllu_text,
@@ -455,7 +462,7 @@ def test_refinement_expert_scores_one_and_wrong_sets_less():
         rule_total += env.step("\n".join(f"{s} {o} {r}" for s, o, r in sorted(rule)) or "none")[1]
         # Hallucinating a relation on every NO-RELATION pair scores less than the expert.
         env.reset(seed)
-        gold_lines = [] if env.answer == "none" else [env.answer]
+        gold_lines = [format_triples(sorted(env.gold))] if env.gold else []
         hallucinated = [f"{s} {o} {SYNTHETIC_SCHEMA.names[0]}" for s, o in sorted(env.negatives)]
         wrong_reward = env.step("\n".join(gold_lines + hallucinated) if hallucinated else "e0 e0 works_for")[
             1
@@ -486,6 +493,56 @@ def test_refinement_answer_format_is_robust():
     env.reset(0)
     observation, reward, terminated, _, info = env.step("e0 e1")
     assert observation.startswith("Error: line 1") and reward == 0.0 and not terminated and info["malformed"]
+
+
+def test_refinement_edits_revise_the_local_predictions():
+    ids, labels = ["e0", "e1", "e2"], SYNTHETIC_SCHEMA.labels
+    local = [("e0", "e1", "works_for"), ("e0", "e1", "founded"), ("e1", "e2", NO_RELATION)]
+    assert parse_triples("keep", ids, labels, NO_RELATION, local) == (
+        frozenset({("e0", "e1", "works_for"), ("e0", "e1", "founded")}),
+        None,
+    )
+    revised = parse_triples("Keep\n- e0 e1 founded\n+ (e2, e1, founded)", ids, labels, NO_RELATION, local)
+    assert revised == (frozenset({("e0", "e1", "works_for"), ("e2", "e1", "founded")}), None)
+    for bad, message in [("keep\ne0 e1 founded", "line 2"), ("keep\n+ e0 e9 founded", "unknown entity")]:
+        triples, error = parse_triples(bad, ids, labels, NO_RELATION, local)
+        assert triples is None and message in error
+    assert "no local predictions" in parse_triples("keep", ids, labels, NO_RELATION)[1]
+    # The expert's edits and its whole-set answer state the same set, and both score 1.
+    edits, whole = make("relation/refinement"), make("relation/refinement", answers="set")
+    n_keep = 0
+    for seed in range(30):
+        for env in (edits, whole):
+            env.reset(seed)
+        assert edits.answer.startswith("keep") and edits.predictions == whole.predictions
+        n_keep += edits.answer == "keep"
+        assert edits.step(edits.answer)[1] == 1.0 and whole.step(whole.answer)[1] == 1.0
+        edits.reset(seed)
+        assert edits.step(whole.answer)[1] == 1.0  # a policy may answer in either form
+    assert 0 < n_keep < 30  # the noisy predictor leaves some sentences right, not all
+
+
+def test_refinement_on_recorded_predictions(tmp_path):
+    sentences = generate_corpus(4, "train", "medium", first_seed=10)
+    path = tmp_path / "recorded.jsonl"
+    with open(path, "w") as f:
+        f.write("\n")  # blank lines are skipped
+        for s in sentences:
+            predictions = [(p.subj, p.obj, p.label) for p in s.pairs]  # a perfect grounding policy
+            f.write(json.dumps({"seed": int(s.id.rsplit("-", 1)[1]), "predictions": predictions}) + "\n")
+    env = make("relation/refinement", predictions_path=str(path))
+    for seed in range(8):  # episode seed k plays record k % 4
+        _, info = env.reset(seed)
+        assert env.sentence.id == sentences[seed % 4].id and info["errors"] == ["recorded"]
+        assert env.answer == "keep" and env.step("keep")[1] == 1.0
+    mixed = make("relation/refinement", predictions_path=str(path), recorded_fraction=0.5)
+    sources = [mixed.reset(seed)[1]["errors"] == ["recorded"] for seed in range(60)]
+    assert 15 < sum(sources) < 45
+    path.write_text('{"seed": 3}\n')
+    with pytest.raises(ValueError, match=":1: not a"):
+        make("relation/refinement", predictions_path=str(path))
+    with pytest.raises(ValueError, match="recorded_fraction"):
+        make("relation/refinement", recorded_fraction=1.5)
 
 
 def test_reward_hook_takes_a_callable_or_a_registered_name():

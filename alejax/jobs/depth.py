@@ -46,6 +46,7 @@ ROLES = ("direct", "grounding", "refinement")
 STAGES = ("untrained", "sft", "sft_rl")
 VARIANTS = ("direct", "grounding", "pipeline")  # pipeline = grounding + refinement
 PIPELINE_VARIANTS = ("grounding", "pipeline")
+REFINEMENT_INPUTS = ("grounding", "noisy")  # what refinement trains on (configs/depth.py)
 SPLIT_NOTES = {
     "dev": ": unseen sentences, training names and templates",
     "test": ": unseen names and templates",
@@ -63,6 +64,10 @@ def run(config: ConfigDict) -> dict:
     if unknown or not stages:
         raise ValueError(f"config.eval.stages names {unknown or 'nothing'}; known: {', '.join(STAGES)}")
     stages = [s for s in STAGES if s in stages]
+    if config.refinement_inputs not in REFINEMENT_INPUTS:
+        raise ValueError(
+            f"config.refinement_inputs={config.refinement_inputs!r}; known: {', '.join(REFINEMENT_INPUTS)}"
+        )
     if config.xla_cache_dir and not jax.config.jax_compilation_cache_dir:
         # Nine evaluations and three RL runs build samplers of one shape: compile each program once (and
         # once for every seed of bench/depth.py, which shares the directory).
@@ -85,6 +90,8 @@ def run(config: ConfigDict) -> dict:
     for i, role in enumerate(ROLES, start=1):
         section = config[role]
         _stage(i, f"{role}: SFT ({section.sft.steps} steps) + RL ({section.steps} steps)", section.workdir)
+        if role == "refinement" and config.refinement_inputs == "grounding":
+            section.env.kwargs.predictions_path = record_grounding_labels(config, policies["grounding"])
         graphdef, sft_params, tokenizer, _ = train_sft(section.sft)
         params = {"sft": sft_params}
         if "sft_rl" in stages:
@@ -181,6 +188,31 @@ def _stage(i: int, what: str, where: str) -> None:
     print(f"\n== [{i}/4] {what}  ({where})", flush=True)
 
 
+def record_grounding_labels(config: ConfigDict, policy) -> str:
+    """The grounding SFT policy's own greedy labels of `config.n_recorded_sentences` training sentences
+    (generator seeds 0..n-1), one JSONL record a sentence: the local predictions refinement trains on. Trained
+    on the env's noisy predictor alone, refinement learnt errors that grounding does not make (its pipeline
+    scored below grounding alone, docs/depth.md). Written once; a rerun reads the file."""
+    path = os.path.join(config.refinement.workdir, "grounding_labels.jsonl")
+    if os.path.exists(path):
+        return os.path.abspath(path)
+    sentences = generate_corpus(config.n_recorded_sentences, "train", config.data.difficulty, 0)
+    labels = label_every_pair(config, "grounding", policy, "sft", sentences)
+    os.makedirs(config.refinement.workdir, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for i, s in enumerate(sentences):
+            predictions = [[p.subj, p.obj, labels[(s.id, p.subj, p.obj)]] for p in s.pairs]
+            f.write(json.dumps({"seed": i, "predictions": predictions}) + "\n")
+    os.replace(path + ".tmp", path)  # a killed run leaves no half file behind
+    gold, _ = gold_of(sentences)
+    accuracy = np.mean([labels[k] == g for k, g in gold.items()])
+    print(
+        f"recorded the grounding policy's labels of {len(sentences)} training sentences ({accuracy:.1%} right): {path}",
+        flush=True,
+    )
+    return os.path.abspath(path)
+
+
 class EveryPair:
     """A grounding or direct env whose task `i` is pair i of a fixed list of (sentence, pair): the held-out
     evaluation covers every candidate pair once (the env's own reset draws one pair per sentence)."""
@@ -269,7 +301,7 @@ def revised_set(answer: str | None, sentence: Sentence, local: list, schema) -> 
     if answer is None:
         return None
     revised, error = parse_triples(
-        answer, [e.id for e in sentence.entities], schema.labels, schema.no_relation
+        answer, [e.id for e in sentence.entities], schema.labels, schema.no_relation, local
     )
     return None if error is not None else revised
 

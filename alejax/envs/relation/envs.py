@@ -5,8 +5,10 @@
   the whole sentence instead (view "sentence").
 - Refinement (`relation/refinement`): one sentence with its entities and all the local predictions (by
   default a seeded noisy predictor that omits relations, adds conflicting, duplicate and type-violating
-  labels and hallucinates some; `predictor` plugs in a real grounding policy); the answer is the revised set,
-  one `SUBJ OBJ LABEL` line per related pair, or `none`.
+  labels and hallucinates some; `predictor` plugs in a real grounding policy, `predictions_path` recorded
+  ones); the answer is the revised set, either as edits of the local predictions (`keep`, then `- SUBJ OBJ
+  LABEL` / `+ SUBJ OBJ LABEL` lines: the expert's form by default) or whole, one `SUBJ OBJ LABEL` line per
+  related pair, or `none`.
 
 Sentences come from the synthetic generator (`split`, `difficulty`) or from a file (`data_path`,
 `data_format`), with the gold tree or a parser's (`parser="spacy"`). A malformed answer is shown back as an
@@ -97,22 +99,37 @@ def parse_label(text: str, labels: Sequence[str]) -> tuple[str | None, str | Non
 
 
 def parse_triples(
-    text: str, entity_ids: Sequence[str], labels: Sequence[str], no_relation: str
+    text: str,
+    entity_ids: Sequence[str],
+    labels: Sequence[str],
+    no_relation: str,
+    local: Sequence[Triple] | None = None,
 ) -> tuple[frozenset | None, str | None]:
-    """The relation set of a refinement answer: one `SUBJ OBJ LABEL` per line (or `;`), or `none`.
-    NO-RELATION lines are allowed and dropped. Returns (triples, None) or (None, what is wrong)."""
+    """The relation set of a refinement answer, or (None, what is wrong). Two forms:
+    - the whole set: one `SUBJ OBJ LABEL` per line (or `;`), or `none` (NO-RELATION lines allowed, dropped);
+    - edits of the local predictions `local`: `keep` (their relations as they are), then optional
+      `- SUBJ OBJ LABEL` lines to remove and `+ SUBJ OBJ LABEL` lines to add. Accepting a mostly right input
+      is then one word, not a copy of every line (a small policy copies badly)."""
     stripped = text.strip()
     if not stripped:
-        return None, 'empty answer; write one "SUBJ OBJ LABEL" line per related pair, or none.'
+        return None, 'empty answer; write "keep" and edits, or one "SUBJ OBJ LABEL" line per related pair.'
     if stripped.lower().strip(".") in ("none", "no relations"):
         return frozenset(), None
     known_labels = _by_lowercase(labels)
     known_entities = {e.lower(): e for e in entity_ids}
-    triples = set()
-    for number, line in enumerate(re.split(r"[\n;]", stripped), start=1):
-        words = re.sub(r"->|[()\[\],]", " ", line).split()
-        if not words:
-            continue
+    lines = [line for line in re.split(r"[\n;]", stripped) if line.strip()]
+    edits = lines[0].strip().lower().strip(".:") == "keep"
+    if edits and local is None:
+        return None, "keep: there are no local predictions to keep here."
+    triples = {t for t in local if t[2] != no_relation} if edits else set()
+    for number, line in enumerate(lines[1:] if edits else lines, start=2 if edits else 1):
+        sign = line.strip()[:1] if edits else ""
+        if edits and sign not in "+-":
+            return (
+                None,
+                f'line {number} ({line.strip()!r}): after keep, write "- SUBJ OBJ LABEL" or "+ SUBJ OBJ LABEL".',
+            )
+        words = re.sub(r"->|[()\[\],]", " ", line.strip()[1:] if edits else line).split()
         if len(words) != 3:
             return (
                 None,
@@ -124,7 +141,9 @@ def parse_triples(
             return None, f"line {number}: unknown entity; the entities are {', '.join(entity_ids)}."
         if label is None:
             return None, f"line {number}: unknown label {words[2]!r}; labels: {', '.join(labels)}."
-        if label != no_relation:
+        if sign == "-":
+            triples.discard((subj, obj, label))
+        elif label != no_relation:
             triples.add((subj, obj, label))
     return frozenset(triples), None
 
@@ -332,7 +351,46 @@ def format_triples(triples) -> str:
     return "\n".join(f"{s} {o} {label}" for s, o, label in triples) or "none"
 
 
+def format_edits(local: Sequence[Triple], revised, no_relation: str) -> str:
+    """`revised` as edits of the local predictions: keep, then the removals and the additions."""
+    kept = {t for t in local if t[2] != no_relation}
+    removed, added = sorted(kept - set(revised)), sorted(set(revised) - kept)
+    return "\n".join(
+        ["keep"]
+        + [f"- {s} {o} {label}" for s, o, label in removed]
+        + [f"+ {s} {o} {label}" for s, o, label in added]
+    )
+
+
+def read_recorded_predictions(path: str) -> list[tuple[int, list[Triple]]]:
+    """(generator seed, local predictions) per line of a JSONL file of {"seed", "predictions"} records, as
+    alejax.jobs.depth writes for the grounding policy's own labels of training sentences."""
+    import json
+
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                records.append((int(record["seed"]), [tuple(t) for t in record["predictions"]]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{number}: not a {{seed, predictions}} record ({e})") from e
+    if not records:
+        raise ValueError(f"{path}: no recorded predictions")
+    return records
+
+
+ANSWER_FORMS = ("edits", "set")
+
+
 class RefinementEnv(_OneTurnEnv):
+    """`answers`: the form of the expert's answer ("edits" of the local predictions, or the whole "set");
+    both are accepted from a policy. Local predictions come from `predictor` (a callable; evaluation), else
+    from `predictions_path` (recorded predictions, e.g. a grounding policy's, on a share `recorded_fraction`
+    of the episodes: episode `seed` takes record `seed % n`), else from the seeded noisy predictor."""
+
     def __init__(
         self,
         split: str = "train",
@@ -344,27 +402,44 @@ class RefinementEnv(_OneTurnEnv):
         hallucination_penalty: float = 0.5,
         noise: dict | None = None,
         predictor: LocalPredictor | None = None,
+        predictions_path: str = "",
+        recorded_fraction: float = 1.0,
+        answers: str = "edits",
         max_steps: int = 2,
     ):
+        if answers not in ANSWER_FORMS:
+            raise ValueError(f"answers={answers!r}: expected one of {', '.join(ANSWER_FORMS)}")
+        if not 0.0 <= recorded_fraction <= 1.0:
+            raise ValueError(f"recorded_fraction={recorded_fraction} is not in [0, 1]")
         source = RelationSource(split, difficulty, data_path, data_format)
         super().__init__(source, reward, reward_kwargs, hallucination_penalty, max_steps)
         self.noise = noise_rates(noise)
-        self.predictor = predictor
+        self.predictor, self.answers = predictor, answers
+        self.recorded = read_recorded_predictions(predictions_path) if predictions_path else []
+        self.recorded_fraction = recorded_fraction
         self.system_prompt = (
             "Relation extraction, refinement: revise the local predictions with the whole sentence in view. "
-            'Write one "SUBJ OBJ LABEL" line per related pair, or none. '
+            'Write "keep", then "- SUBJ OBJ LABEL" lines to remove and "+ SUBJ OBJ LABEL" lines to add; or write '
+            'the revised set, one "SUBJ OBJ LABEL" line per related pair, or none. '
             f"Labels: {', '.join(self.schema.names)}."
         )
         self.predictions: list[Triple] = []
 
-    def reset(self, seed: int) -> tuple[str, dict]:
-        sentence = self.source.sentence(seed)
+    def _local_predictions(self, seed: int) -> tuple[Sentence, list[Triple], list[str]]:
         if self.predictor is not None:
-            predictions, errors = list(self.predictor(sentence)), []
-        else:
-            predictions, errors = noisy_predictions(
-                sentence, self.schema, random.Random(f"noise/{seed}"), self.noise
-            )
+            sentence = self.source.sentence(seed)
+            return sentence, list(self.predictor(sentence)), []
+        if self.recorded and random.Random(f"recorded/{seed}").random() < self.recorded_fraction:
+            recorded_seed, predictions = self.recorded[seed % len(self.recorded)]
+            return self.source.sentence(recorded_seed), list(predictions), ["recorded"]
+        sentence = self.source.sentence(seed)
+        predictions, errors = noisy_predictions(
+            sentence, self.schema, random.Random(f"noise/{seed}"), self.noise
+        )
+        return sentence, predictions, errors
+
+    def reset(self, seed: int) -> tuple[str, dict]:
+        sentence, predictions, errors = self._local_predictions(seed)
         self.sentence, self.predictions = sentence, predictions
         marks = {e.id: e.id for e in sentence.entities}
         entities = ", ".join(f"{e.id} {e.type or '?'}" for e in sentence.entities)
@@ -377,10 +452,14 @@ class RefinementEnv(_OneTurnEnv):
         )
         negatives = frozenset((p.subj, p.obj) for p in sentence.pairs if p.label == self.schema.no_relation)
         order = {(p.subj, p.obj): i for i, p in enumerate(sentence.pairs)}
-        answer = format_triples(sorted(gold, key=lambda t: order[t[:2]]))
+        ordered = sorted(gold, key=lambda t: order[t[:2]])
+        if self.answers == "edits":
+            answer = format_edits(predictions, ordered, self.schema.no_relation)
+        else:
+            answer = format_triples(ordered)
         info = {"sentence_id": sentence.id, "errors": errors, "n_pairs": len(sentence.pairs)}
         return self._start(observation, gold, negatives, answer, info)
 
     def _parse(self, action: str):
         ids = [e.id for e in self.sentence.entities]
-        return parse_triples(action, ids, self.schema.labels, self.schema.no_relation)
+        return parse_triples(action, ids, self.schema.labels, self.schema.no_relation, self.predictions)
