@@ -30,6 +30,7 @@ import quickstart_seeds  # noqa: E402  (the per-seed process runner next to this
 from quickstart_seeds import ROOT, mean_se  # noqa: E402
 
 VARIANTS = ("direct", "grounding", "pipeline")
+STAGES = ("untrained", "sft", "sft_rl", "sft_rm")  # alejax.jobs.depth.STAGES (the bench imports no job code)
 
 
 def run_seed(seed: int, workdir: str, overrides: list[str], preset: str) -> dict:
@@ -53,7 +54,29 @@ def summarize(per_seed: dict[int, dict]) -> dict:
     )
     out["recall_lost"] = mean_se([r["recall_lost_by_simplification"][stage]["recall_lost"] for r in runs])
     out["best_variant"] = [r["headline"]["best_pipeline_variant"] for r in runs]
+    out["stages"] = [s for s in STAGES if f"direct/{s}" in runs[0]["results"]]
+    for st in out["stages"]:  # every stage, and the full pipeline against direct at each (the issue's goal)
+        for variant in VARIANTS:
+            for key in ("f1", "hallucination_rate"):
+                out[f"{variant}/{st}/{key}"] = mean_se([r["results"][f"{variant}/{st}"][key] for r in runs])
+        out[f"goal/{st}"] = goal_check(
+            out[f"direct/{st}/f1"][2],
+            out[f"pipeline/{st}/f1"][2],
+            out[f"direct/{st}/hallucination_rate"][2],
+            out[f"pipeline/{st}/hallucination_rate"][2],
+        )
     return out
+
+
+def goal_check(f1_direct, f1_pipeline, hall_direct, hall_pipeline) -> dict:
+    """The issue's goal for the full pipeline (grounding + refinement) against direct extraction: hallucination
+    direct / pipeline >= 2 (means over seeds) at equal or better F1 (paired F1 gain not below 0 by more than
+    its SE)."""
+    gain = mean_se(np.asarray(f1_pipeline) - np.asarray(f1_direct))
+    hd, hp = float(np.mean(hall_direct)), float(np.mean(hall_pipeline))
+    ratio = hd / hp if hp > 0 else (float("inf") if hd > 0 else None)
+    met = ratio is not None and ratio >= 2.0 and gain[0] + gain[1] >= 0
+    return {"f1_gain": gain[0], "f1_gain_se": gain[1], "hallucination_ratio": ratio, "met": bool(met)}
 
 
 def table(summary: dict, per_seed: dict[int, dict]) -> str:
@@ -89,7 +112,28 @@ def table(summary: dict, per_seed: dict[int, dict]) -> str:
         + " (goal >= 2x).",
         f"Recall lost by simplification (direct - grounding recall): {100 * lost[0]:+.1f} ± {100 * lost[1]:.1f} points.",
         "Wall time per seed: " + ", ".join(f"{r['wall_s'] / 60:.1f}" for r in per_seed.values()) + " min.",
+        "",
+        "Every stage (sft_rl: RL on the rule reward; sft_rm: RL on the causal RM, both from the SFT weights); "
+        "mean ± SE over seeds; the goal column is the full pipeline (grounding + refinement) against direct: "
+        "hallucination direct / pipeline >= 2 at equal or better F1:",
+        "",
+        "| stage | direct F1 | direct hall. | grounding F1 | grounding hall. | pipeline F1 | pipeline hall. | "
+        "pipeline - direct F1 | direct / pipeline hall. | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for st in summary["stages"]:
+        cells = []
+        for variant in VARIANTS:
+            f1, hall = summary[f"{variant}/{st}/f1"], summary[f"{variant}/{st}/hallucination_rate"]
+            cells += [f"{100 * f1[0]:.1f} ± {100 * f1[1]:.1f}", f"{100 * hall[0]:.2f} ± {100 * hall[1]:.2f}%"]
+        g = summary[f"goal/{st}"]
+        ratio = "n/a" if g["hallucination_ratio"] is None else f"{g['hallucination_ratio']:.2f}x"
+        cells += [
+            f"{100 * g['f1_gain']:+.1f} ± {100 * g['f1_gain_se']:.1f}",
+            ratio,
+            "met" if g["met"] else "not met",
+        ]
+        lines.append(f"| {st} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -147,6 +191,11 @@ def main(argv=None) -> dict:
             for v in VARIANTS
         },
         "recall_lost_by_simplification": summary["recall_lost"][0],
+        "by_stage": {
+            st: {v: {k: summary[f"{v}/{st}/{k}"][0] for k in ("f1", "hallucination_rate")} for v in VARIANTS}
+            | {"goal": summary[f"goal/{st}"]}
+            for st in summary["stages"]
+        },
         "held_out": next(iter(per_seed.values()))["held_out"],
         "wall_min": [round(r["wall_s"] / 60, 2) for r in per_seed.values()],
         "preset": args.preset,

@@ -70,15 +70,24 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.refinement.env.kwargs.recorded_fraction = 1.0
     c.refinement.sft.data.seq_len, c.refinement.sft.data.batch_size = 256, 8
 
+    # The causal RM of the sft_rm stage (alejax/envs/relation/hacking.py): trained on preference pairs over
+    # the role's observations where confident wording and a longer rationale go with the preferred answer
+    # (p_train); the label-conditional MMD variant, its weight picked on IID validation.
+    c.rm = ConfigDict()
+    c.rm.method = "causal_rm_cond_mmd_auto"
+    c.rm.n_train, c.rm.n_eval, c.rm.steps, c.rm.vocabulary, c.rm.p_train = 1500, 500, 600, 200, 0.9
+
     c.eval = ConfigDict()
     # dev: unseen sentences of the training distribution; test: unseen entity names and templates
     # (test_entities / test_templates: one of the two), where policies trained from scratch on the
     # training names barely generalise (docs/depth.md).
     c.eval.split = "dev"
-    c.eval.n_sentences = 100  # held-out sentences; every candidate pair of each is scored (~3.6 a sentence)
+    # Held-out sentences; every candidate pair of each is scored (~3 a sentence, ~80% NO-RELATION): 300 give
+    # ~700 NO-RELATION pairs, so one hallucinated pair moves the rate by 0.14 points (100 gave 0.42).
+    c.eval.n_sentences = 300
     c.eval.first_seed = 0
     c.eval.batch_size = 64
-    c.eval.stages = "untrained,sft,sft_rl"
+    c.eval.stages = "untrained,sft,sft_rl,sft_rm"  # sft_rm: RL from SFT on the causal RM instead of the rule
 
     if preset == "test":  # seconds, for tests: easy sentences, short SFT, one RL step, 30 sentences
         c.data.difficulty = "easy"
@@ -91,6 +100,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
             s.rollout.max_new_tokens_per_turn = 6
         c.refinement.sft.data.n_episodes, c.refinement.sft.steps = 100, 10
         c.n_recorded_sentences = 20
+        c.rm.n_train, c.rm.n_eval, c.rm.steps, c.rm.vocabulary = 300, 100, 100, 60
         c.refinement.rollout.max_new_tokens_per_turn = 16
         c.eval.n_sentences, c.eval.batch_size = 30, 64
     return c

@@ -58,10 +58,11 @@ def test_depth_job_runs_every_stage_and_sft_beats_untrained(tmp_path):
         assert text in table
     assert os.path.getsize(tmp_path / "depth.png") > 10_000
     assert (tmp_path / "results.json").exists()
-    for role in ("direct", "grounding", "refinement"):  # each policy's SFT and RL stage wrote its metrics
-        assert (tmp_path / role / "sft" / "metrics.jsonl").exists() and (
-            tmp_path / role / "metrics.jsonl"
-        ).exists()
+    for role in ("direct", "grounding", "refinement"):  # each policy's SFT and two RL stages wrote metrics
+        for stage_dir in ("sft", ".", "rm"):
+            assert (tmp_path / role / stage_dir / "metrics.jsonl").exists(), (role, stage_dir)
+    # RL on the causal RM: one RM a view, the refinement's set reward reads the sdp one.
+    assert {p.name for p in tmp_path.glob("rm_*.npz")} == {"rm_sdp.npz", "rm_sentence.npz"}
     # Refinement trained on the grounding SFT policy's own labels of the recorded training sentences.
     records = [json.loads(line) for line in open(tmp_path / "refinement" / "grounding_labels.jsonl")]
     assert [r["seed"] for r in records] == list(range(20))
@@ -167,6 +168,13 @@ def test_bench_summary_means_ses_and_paired_differences():
     assert s["hallucination_change"][0] == pytest.approx(-0.15)
     text = bench.table(s, per_seed)
     assert "2.50x" in text and "2 seeds (0, 1)" in text
+    # The goal per stage: ratio 2.5 at a paired F1 gain of +0.05 ± 0.05 is met; 1.9x is not; nor is 3x at an
+    # F1 loss larger than its SE.
+    assert s["stages"] == ["sft_rl"] and s["goal/sft_rl"]["met"] and "| sft_rl |" in text
+    assert not bench.goal_check([0.5, 0.7], [0.6, 0.7], [0.19, 0.19], [0.1, 0.1])["met"]
+    assert not bench.goal_check([0.5, 0.7], [0.4, 0.59], [0.3, 0.3], [0.1, 0.1])["met"]
+    mixed = bench.goal_check([0.5, 0.7], [0.45, 0.8], [0.3, 0.3], [0.1, 0.1])  # F1 -0.05 and +0.1 by seed
+    assert mixed["met"] and mixed["f1_gain"] == pytest.approx(0.025)
 
 
 def test_the_smollm2_preset_adapts_the_real_model_in_every_role():

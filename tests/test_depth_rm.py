@@ -233,6 +233,9 @@ def test_relation_rm_from_a_path_prefers_the_gold_label_in_the_grounding_env(rel
         env.reset(seed=seed)
         margins.append(gold - env.step(wrong)[1])
     assert np.mean(margins) > 0 and np.mean(np.array(margins) > 0) > 0.7
+    # A pool builds one env an episode: every env of the file shares one loaded, compiled reward.
+    again = make("relation/grounding", split="dev", reward="relation_rm", reward_kwargs={"path": path})
+    assert again.reward_fn is env.reward_fn
     # a file trained on one view refuses observations of another
     direct = make("relation/direct", reward="relation_rm", reward_kwargs={"path": path})
     direct.reset(seed=0)

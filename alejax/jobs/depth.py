@@ -43,7 +43,13 @@ from alejax.train.sft import train_sft
 from alejax.train.state import init_train_state, make_optimizer
 
 ROLES = ("direct", "grounding", "refinement")
-STAGES = ("untrained", "sft", "sft_rl")
+# The RM each role's RL on the causal RM uses: (reward name, observation view the pair RM reads).
+RM_REWARDS = {
+    "direct": ("relation_rm", "sentence"),
+    "grounding": ("relation_rm", "sdp"),
+    "refinement": ("relation_rm_set", "sdp"),  # a set: the sdp pair RM over every candidate pair
+}
+STAGES = ("untrained", "sft", "sft_rl", "sft_rm")  # sft_rm: RL from the SFT weights on the causal RM
 VARIANTS = ("direct", "grounding", "pipeline")  # pipeline = grounding + refinement
 PIPELINE_VARIANTS = ("grounding", "pipeline")
 REFINEMENT_INPUTS = ("grounding", "noisy")  # what refinement trains on (configs/depth.py)
@@ -98,6 +104,11 @@ def run(config: ConfigDict) -> dict:
             pipeline = build_pipeline(section, tokenizer, params=sft_params)
             train_loop(pipeline, section, section.workdir)  # closes the pipeline
             params["sft_rl"] = pipeline.state.model_params()  # (LoRA: the base and the adapters)
+        if "sft_rm" in stages:
+            rm_section = rm_rl_section(config, role, train_reward_model(config, RM_REWARDS[role][1]))
+            pipeline = build_pipeline(rm_section, tokenizer, params=sft_params)
+            train_loop(pipeline, rm_section, rm_section.workdir)
+            params["sft_rm"] = pipeline.state.model_params()
         if "untrained" in stages and section.sft.pretrained:  # a real model's start: zero-shot, as shipped
             params["untrained"] = without_adapters(sft_params)
         elif "untrained" in stages:  # the same architecture at its initialization
@@ -137,7 +148,7 @@ def run(config: ConfigDict) -> dict:
         )
 
     # 4. Comparisons on the same pairs, the table and the plot.
-    final = stages[-1]
+    final = "sft_rl" if "sft_rl" in stages else stages[-1]  # the headline: RL on the rule reward
     simplification = {
         stage: recall_lost_by_simplification(gold, labels[("direct", stage)], labels[("grounding", stage)])
         for stage in stages
@@ -186,6 +197,42 @@ def run(config: ConfigDict) -> dict:
 
 def _stage(i: int, what: str, where: str) -> None:
     print(f"\n== [{i}/4] {what}  ({where})", flush=True)
+
+
+def train_reward_model(config: ConfigDict, view: str) -> str:
+    """The causal RM (hacking.train_relation_rm: preference pairs where confident wording and rationale
+    length go with the preferred answer in training) on `view`'s observations -> workdir/rm_<view>.npz,
+    trained once (a rerun reads the file)."""
+    from alejax.envs.relation import hacking
+
+    path = os.path.abspath(os.path.join(config.workdir, f"rm_{view}.npz"))
+    if not os.path.exists(path):
+        r = config.rm
+        t0 = time.time()
+        study = hacking.StudyConfig(
+            n_train=r.n_train,
+            n_eval=r.n_eval,
+            rm_steps=r.steps,
+            vocabulary=r.vocabulary,
+            p_train=r.p_train,
+            difficulty=config.data.difficulty,
+        )
+        graphdef, params, vocabulary = hacking.train_relation_rm(config.seed, view, r.method, study)
+        hacking.save_relation_rm(path, graphdef, params, vocabulary, view=view)
+        print(
+            f"trained the {r.method} RM on {view} observations ({time.time() - t0:.0f}s): {path}", flush=True
+        )
+    return path
+
+
+def rm_rl_section(config: ConfigDict, role: str, rm_path: str) -> ConfigDict:
+    """`role`'s RL section with the causal RM as the env's reward, in workdir/<role>/rm."""
+    section = ConfigDict(config[role].to_dict())  # a copy: references resolved, the rule-reward run untouched
+    section.workdir = os.path.join(config[role].workdir, "rm")
+    name, view = RM_REWARDS[role]
+    section.env.kwargs.reward = name
+    section.env.kwargs.reward_kwargs = ConfigDict({"path": rm_path, "view": view})
+    return section
 
 
 def record_grounding_labels(config: ConfigDict, policy) -> str:
@@ -418,15 +465,19 @@ def plot_depth(config: ConfigDict, results: dict, stages: list[str], path: str) 
             ".-",
             label=role,
         )
-        rows = _rows(os.path.join(config[role].workdir, "metrics.jsonl"))
-        axes[1].plot(
-            [r["step"] for r in rows if "reward" in r],
-            [r["reward"] for r in rows if "reward" in r],
-            ".-",
-            label=role,
-        )
+        for reward, style in (("rule", ".-"), ("RM", "x--")):
+            rows = _rows(
+                os.path.join(config[role].workdir, *(["rm"] if reward == "RM" else []), "metrics.jsonl")
+            )
+            if rows:
+                axes[1].plot(
+                    [r["step"] for r in rows if "reward" in r],
+                    [r["reward"] for r in rows if "reward" in r],
+                    style,
+                    label=f"{role} ({reward})",
+                )
     axes[0].set(title="SFT loss", xlabel="step", yscale="log")
-    axes[1].set(title="RL reward (training episodes)", xlabel="RL step")
+    axes[1].set(title="RL reward (training episodes; rule or causal RM)", xlabel="RL step")
     for ax in axes[:2]:
         ax.legend()
     names = [f"{v}/{s}" for v in VARIANTS for s in stages]
