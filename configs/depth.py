@@ -54,8 +54,6 @@ def get_config(preset: str | None = None) -> ConfigDict:
 
     for role, (env_name, reward) in ROLES.items():
         c[role] = policy_section(c, role, env_name, reward)
-        if preset == "smollm2":
-            pretrained_policy(c[role])
     # Refinement answers are edits of the local predictions: `keep`, then `- SUBJ OBJ LABEL` /
     # `+ SUBJ OBJ LABEL` lines (a label answer is 2-4 tokens).
     c.refinement.rollout.max_new_tokens_per_turn = 48
@@ -69,6 +67,11 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.refinement.env.kwargs.predictions_path = ""  # set by the job
     c.refinement.env.kwargs.recorded_fraction = 1.0
     c.refinement.sft.data.seq_len, c.refinement.sft.data.batch_size = 256, 8
+    if preset == "smollm2":  # after the tiny settings, so that its own batch shapes win
+        for role in ROLES:
+            pretrained_policy(c[role])
+        # Each recorded sentence is ~3 greedy SmolLM2 episodes, each held-out sentence ~3 per stage and role.
+        c.n_recorded_sentences, c.refinement.sft.steps = 300, 40
 
     # The causal RM of the sft_rm stage (alejax/envs/relation/hacking.py): trained on preference pairs over
     # the role's observations where confident wording and a longer rationale go with the preferred answer
@@ -86,8 +89,13 @@ def get_config(preset: str | None = None) -> ConfigDict:
     # ~700 NO-RELATION pairs, so one hallucinated pair moves the rate by 0.14 points (100 gave 0.42).
     c.eval.n_sentences = 300
     c.eval.first_seed = 0
+    # Validation sentences (same split, other seeds) choose each pipeline variant's abstention threshold for
+    # F1 equal to direct's, the "at equal F1" hallucination comparison (0: skipped).
+    c.eval.n_validation, c.eval.validation_first_seed = 200, 100_000
     c.eval.batch_size = 64
     c.eval.stages = "untrained,sft,sft_rl,sft_rm"  # sft_rm: RL from SFT on the causal RM instead of the rule
+    if preset == "smollm2":
+        c.eval.n_sentences = 60
 
     if preset == "test":  # seconds, for tests: easy sentences, short SFT, one RL step, 30 sentences
         c.data.difficulty = "easy"
@@ -102,7 +110,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
         c.n_recorded_sentences = 20
         c.rm.n_train, c.rm.n_eval, c.rm.steps, c.rm.vocabulary = 300, 100, 100, 60
         c.refinement.rollout.max_new_tokens_per_turn = 16
-        c.eval.n_sentences, c.eval.batch_size = 30, 64
+        c.eval.n_sentences, c.eval.batch_size, c.eval.n_validation = 30, 64, 20
     return c
 
 
@@ -115,11 +123,12 @@ def pretrained_policy(rl: ConfigDict) -> None:
     rl.lora.rank, rl.lora.alpha = real.lora.rank, real.lora.alpha
     rl.env.system_prompt = "env"  # a pretrained model reads the task; zero-shot needs the label list
     sft = rl.sft
-    # ~120-token episodes (~180 for refinement), two a row: 30 steps of 4 rows see ~240 of them, which
-    # teaches the answer format and the labels (SFT on arithmetic took 24 such steps, configs/rl.py).
-    sft.data.n_episodes, sft.data.seq_len, sft.data.batch_size = 400, 256, 4
+    # ~120-token episodes (~180 for refinement), two a row: 90 steps of 4 rows see ~720 of them. 30 steps
+    # (~240 episodes) taught the format but not the relations: direct answered no_relation everywhere (F1 0)
+    # and grounding reached F1 21.7 (seed 0, docs/depth.md).
+    sft.data.n_episodes, sft.data.seq_len, sft.data.batch_size = 1000, 256, 4
     sft.optim.learning_rate, sft.optim.warmup_steps = real.sft.optim.learning_rate, 3
-    sft.steps, sft.log_every, sft.eval_every, sft.checkpoint_every = 30, 10, 30, 30
+    sft.steps, sft.log_every, sft.eval_every, sft.checkpoint_every = 90, 10, 90, 90
     rl.rl.groups_per_step, rl.rl.group_size, rl.rl.minibatch_size = 8, 4, 16
     rl.steps, rl.checkpoint_every = 10, 5
     rl.max_length = 512  # the label list and the sentence in SmolLM2's tokens

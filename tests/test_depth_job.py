@@ -35,7 +35,16 @@ def _config(workdir, preset="test"):
 def test_depth_job_runs_every_stage_and_sft_beats_untrained(tmp_path):
     out = run_job(_config(tmp_path))
     results = out["results"]
-    assert set(results) == {f"{v}/{s}" for v in VARIANTS for s in STAGES}
+    assert set(results) == {f"{v}/{s}" for v in VARIANTS for s in STAGES} | {
+        f"{v}/{s}/equal_f1" for v in ("grounding", "pipeline") for s in STAGES
+    }
+    # At equal F1: the abstaining pipeline keeps only predictions at or above its validation threshold, so it
+    # predicts no more than the greedy one.
+    for s in STAGES:
+        matched, greedy = results[f"pipeline/{s}/equal_f1"], results[f"pipeline/{s}"]
+        assert matched["n_predicted"] <= greedy["n_predicted"] and 0.0 <= matched["threshold"] <= 1.0
+        assert matched["validation_target_f1"] >= 0.0
+    assert "At equal F1" in open(tmp_path / "results.md").read()
     held_out = out["held_out"]
     for name, scores in results.items():
         assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["hallucination_rate"] <= 1.0, name

@@ -26,7 +26,13 @@ from alejax.envs.relation.formats import (
     write_conllu,
 )
 from alejax.envs.relation.generator import HARD_NEGATIVE_TYPES, generate_corpus, generate_sentence
-from alejax.envs.relation.metrics import gold_of, label_scores, relation_scores
+from alejax.envs.relation.metrics import (
+    gold_of,
+    label_scores,
+    relation_scores,
+    selective,
+    threshold_for_f1,
+)
 from alejax.envs.relation.parsing import clear_to_ud, gold_parser, make_parser, parser_agreement
 from alejax.envs.relation.rewards import Judgement, register_reward, reward_function
 from alejax.envs.relation.schema import NO_RELATION, SYNTHETIC_SCHEMA
@@ -543,6 +549,23 @@ def test_refinement_on_recorded_predictions(tmp_path):
         make("relation/refinement", predictions_path=str(path))
     with pytest.raises(ValueError, match="recorded_fraction"):
         make("relation/refinement", recorded_fraction=1.5)
+
+
+def test_threshold_for_f1_picks_the_least_hallucinating_point_at_the_target_f1():
+    gold = {"a": "works_for", "b": "founded", "c": NO_RELATION, "d": NO_RELATION}
+    predicted = [("a", "works_for"), ("b", "founded"), ("c", "works_for"), ("d", NO_RELATION)]
+    confidence = [0.9, 0.4, 0.6, 0.99]
+    assert selective(predicted, confidence, 0.5) == [
+        ("a", "works_for"),
+        ("c", "works_for"),
+        ("d", NO_RELATION),
+    ]
+    # F1 >= 0.6: keeping only "a" (F1 0.67, no hallucination) beats keeping all (F1 0.8, c hallucinated)
+    assert threshold_for_f1(gold, predicted, confidence, 0.6) == 0.9
+    assert threshold_for_f1(gold, predicted, confidence, 0.75) == 0.0  # only no abstention reaches 0.8
+    assert threshold_for_f1(gold, predicted, confidence, 0.95) == 0.0  # unreachable: no abstention
+    with pytest.raises(ValueError, match="confidences"):
+        selective(predicted, confidence[:2], 0.5)
 
 
 def test_reward_hook_takes_a_callable_or_a_registered_name():

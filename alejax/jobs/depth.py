@@ -27,7 +27,7 @@ from alejax.config import from_section, model_config_from, system_prompt_of
 from alejax.envs.base import make
 from alejax.envs.relation.envs import parse_triples
 from alejax.envs.relation.generator import HARD_NEGATIVE_TYPES, generate_corpus
-from alejax.envs.relation.metrics import gold_of, relation_scores
+from alejax.envs.relation.metrics import gold_of, relation_scores, selective, threshold_for_f1
 from alejax.envs.relation.schema import Sentence
 from alejax.jobs.rl import train_loop
 from alejax.models.lora import without_adapters
@@ -118,25 +118,34 @@ def run(config: ConfigDict) -> dict:
             )[1].params
         policies[role] = (graphdef, params, tokenizer)
 
-    # 3. Held-out predictions of every variant at every stage.
+    # 3. Held-out predictions of every variant at every stage; on validation sentences too, where each
+    #    pipeline variant's abstention threshold for F1 equal to direct's is chosen (the equal-F1 comparison).
     _stage(4, f"held-out evaluation ({', '.join(stages)})", workdir)
+    validation = generate_corpus(ev.n_validation, ev.split, config.data.difficulty, ev.validation_first_seed)
+    validation_gold, _ = gold_of(validation)
     results, labels, predicted = {}, {}, {}
     for stage in stages:
         t0 = time.time()
-        for role in ("direct", "grounding"):
-            labels[(role, stage)] = label_every_pair(config, role, policies[role], stage, held_out)
-        refined, malformed = refine_sentences(
-            config, policies["refinement"], stage, held_out, labels[("grounding", stage)]
-        )
-        predicted[("direct", stage)] = list(labels[("direct", stage)].items())
-        predicted[("grounding", stage)] = list(labels[("grounding", stage)].items())
-        predicted[("pipeline", stage)] = refined
+        variants, malformed, labels[stage] = predict_variants(config, policies, stage, held_out)
+        val_variants = predict_variants(config, policies, stage, validation)[0] if validation else None
         for variant in VARIANTS:
-            scores = relation_scores(gold, predicted[(variant, stage)], tags)
+            predicted[(variant, stage)] = variants[variant][0]
+            scores = relation_scores(gold, variants[variant][0], tags)
             scores["per_tag"] = {t: scores["per_tag"].get(t, {"n": 0, "error": 0.0}) for t in _tags(scores)}
             if variant == "pipeline":
                 scores["refinement_malformed"] = malformed / len(held_out)
             results[f"{variant}/{stage}"] = scores
+        if val_variants is not None:
+            target = relation_scores(validation_gold, val_variants["direct"][0])["f1"]
+            for variant in PIPELINE_VARIANTS:
+                threshold = threshold_for_f1(validation_gold, *val_variants[variant], target)
+                kept = selective(*variants[variant], threshold)
+                matched = relation_scores(gold, kept, tags)
+                matched["threshold"], matched["validation_target_f1"] = threshold, target
+                matched["per_tag"] = {
+                    t: matched["per_tag"].get(t, {"n": 0, "error": 0.0}) for t in _tags(matched)
+                }
+                results[f"{variant}/{stage}/equal_f1"] = matched
         print(
             f"  {stage}: "
             + ", ".join(
@@ -150,7 +159,7 @@ def run(config: ConfigDict) -> dict:
     # 4. Comparisons on the same pairs, the table and the plot.
     final = "sft_rl" if "sft_rl" in stages else stages[-1]  # the headline: RL on the rule reward
     simplification = {
-        stage: recall_lost_by_simplification(gold, labels[("direct", stage)], labels[("grounding", stage)])
+        stage: recall_lost_by_simplification(gold, labels[stage]["direct"], labels[stage]["grounding"])
         for stage in stages
     }
     negatives = [k for k, label in gold.items() if label == "no_relation"]
@@ -170,6 +179,10 @@ def run(config: ConfigDict) -> dict:
         "hallucination_direct": results[f"direct/{final}"]["hallucination_rate"],
         "hallucination_pipeline": results[f"{best}/{final}"]["hallucination_rate"],
     }
+    if f"pipeline/{final}/equal_f1" in results:  # the full pipeline abstaining to direct's F1 (validation)
+        matched = results[f"pipeline/{final}/equal_f1"]
+        headline["f1_pipeline_equal_f1"] = matched["f1"]
+        headline["hallucination_pipeline_equal_f1"] = matched["hallucination_rate"]
     table = results_table(config, results, stages, simplification, hallucination_vs_direct, headline, n_pairs)
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
@@ -244,7 +257,7 @@ def record_grounding_labels(config: ConfigDict, policy) -> str:
     if os.path.exists(path):
         return os.path.abspath(path)
     sentences = generate_corpus(config.n_recorded_sentences, "train", config.data.difficulty, 0)
-    labels = label_every_pair(config, "grounding", policy, "sft", sentences)
+    labels, _ = label_every_pair(config, "grounding", policy, "sft", sentences)
     os.makedirs(config.refinement.workdir, exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for i, s in enumerate(sentences):
@@ -300,9 +313,42 @@ def _evaluate(config: ConfigDict, role: str, policy, stage: str, env_factory, ta
     )
 
 
-def label_every_pair(config: ConfigDict, role: str, policy, stage: str, sentences: list[Sentence]) -> dict:
-    """{(sentence id, subj, obj): label}: the policy's greedy answer for every candidate pair; an answer
-    that names no label (twice) counts as NO-RELATION, the extractor abstaining."""
+def predict_variants(config: ConfigDict, policies: dict, stage: str, sentences: list[Sentence]):
+    """({variant: (predictions [(pair key, label)], confidences)}, refinement malformed count,
+    {role: {pair key: label}}) of the policies at `stage` on `sentences`: direct and grounding label every
+    pair, refinement revises each sentence's grounding labels. A confidence is the probability of the greedy
+    answer that made the prediction (for a refined triple that grounding also gave: grounding's)."""
+    variants, labels = {}, {}
+    for role in ("direct", "grounding"):
+        labels[role], confidence = label_every_pair(config, role, policies[role], stage, sentences)
+        variants[role] = (list(labels[role].items()), [confidence[k] for k in labels[role]])
+    grounding_confidence = dict(zip(variants["grounding"][0], variants["grounding"][1]))
+    refined, malformed, answer_confidence = refine_sentences(
+        config, policies["refinement"], stage, sentences, labels["grounding"]
+    )
+    variants["pipeline"] = (
+        refined,
+        [grounding_confidence.get(p, answer_confidence[p[0][0]]) for p in refined],
+    )
+    return variants, malformed, labels
+
+
+def answer_probability(trajectory) -> float:
+    """The probability of the episode's last answer under the policy that wrote it greedily (the behaviour
+    log-probs of its tokens: greedy records the untempered ones)."""
+    last = max(trajectory.chunk_id, default=0)
+    logp = sum(
+        lp
+        for lp, chunk, generated in zip(trajectory.behaviour_logp, trajectory.chunk_id, trajectory.loss_mask)
+        if generated and chunk == last
+    )
+    return float(np.exp(logp))
+
+
+def label_every_pair(config: ConfigDict, role: str, policy, stage: str, sentences: list[Sentence]):
+    """({(sentence id, subj, obj): label}, {same key: answer probability}): the policy's greedy answer for
+    every candidate pair; an answer that names no label (twice) counts as NO-RELATION, the extractor
+    abstaining."""
     section = config[role]
     items = [(s, p) for s in sentences for p in s.pairs]
     kwargs = _eval_kwargs(config, role)
@@ -311,16 +357,18 @@ def label_every_pair(config: ConfigDict, role: str, policy, stage: str, sentence
         return EveryPair(make(section.env.name, **kwargs), items)
 
     evaluation = _evaluate(config, role, policy, stage, factory, range(len(items)))
-    out = {}
+    labels, confidence = {}, {}
     for (sentence, pair), (trajectory,) in zip(items, evaluation.trajectories, strict=True):
-        out[(sentence.id, pair.subj, pair.obj)] = trajectory.info.get("label") or "no_relation"
-    return out
+        key = (sentence.id, pair.subj, pair.obj)
+        labels[key] = trajectory.info.get("label") or "no_relation"
+        confidence[key] = answer_probability(trajectory)
+    return labels, confidence
 
 
 def refine_sentences(config: ConfigDict, policy, stage: str, sentences: list[Sentence], local: dict):
-    """(triples, malformed): the refinement policy's revised set for each sentence, given the grounding
-    labels `local` as its local predictions. A set the policy could not write (twice) falls back to the local
-    predictions, as a pipeline would; `malformed` counts those sentences."""
+    """(triples, malformed, {sentence id: answer probability}): the refinement policy's revised set for each
+    sentence, given the grounding labels `local` as its local predictions. A set the policy could not write
+    (twice) falls back to the local predictions, as a pipeline would; `malformed` counts those sentences."""
     section = config.refinement
     by_sentence: dict[str, list] = {}
     for (sentence_id, subj, obj), label in local.items():
@@ -331,15 +379,16 @@ def refine_sentences(config: ConfigDict, policy, stage: str, sentences: list[Sen
         config, "refinement", policy, stage, lambda: make(section.env.name, **kwargs), seeds
     )
     schema = make(section.env.name, **_eval_kwargs(config, "refinement")).schema
-    triples, malformed = [], 0
+    triples, malformed, confidence = [], 0, {}
     for sentence, (trajectory,) in zip(sentences, evaluation.trajectories, strict=True):
+        confidence[sentence.id] = answer_probability(trajectory)
         answer = trajectory.actions()[-1] if trajectory.actions() and trajectory.terminated else None
         revised = revised_set(answer, sentence, by_sentence[sentence.id], schema)
         malformed += revised is None
         if revised is None:
             revised = {t for t in by_sentence[sentence.id] if t[2] != schema.no_relation}
         triples += [((sentence.id, s, o), label) for s, o, label in revised]
-    return triples, malformed
+    return triples, malformed, confidence
 
 
 def revised_set(answer: str | None, sentence: Sentence, local: list, schema) -> frozenset | None:
@@ -435,6 +484,25 @@ def results_table(config, results, stages, simplification, hallucination_vs_dire
             f"- {variant}: {100 * d['mean_difference']:+.1f} (SE {100 * d['se']:.1f}; "
             f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}])"
         )
+    equal_f1 = [st for st in stages if f"pipeline/{st}/equal_f1" in results]
+    if equal_f1:
+        lines += [
+            "",
+            f"At equal F1: each pipeline variant abstains (answers NO-RELATION) when its answer's probability is "
+            f"below a threshold chosen on {ev.n_validation} validation sentences (seeds from "
+            f"{ev.validation_first_seed}) for the lowest hallucination at F1 >= direct's validation F1:",
+            "",
+            "| stage | variant | threshold | micro-F1 | hallucination | direct F1 | direct hallucination |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for st in equal_f1:
+            d = results[f"direct/{st}"]
+            for variant in PIPELINE_VARIANTS:
+                m = results[f"{variant}/{st}/equal_f1"]
+                lines.append(
+                    f"| {st} | {variant} | {m['threshold']:.3f} | {100 * m['f1']:.1f} | "
+                    f"{100 * m['hallucination_rate']:.2f}% | {100 * d['f1']:.1f} | {100 * d['hallucination_rate']:.2f}% |"
+                )
     h = headline
     ratio = (
         h["hallucination_direct"] / h["hallucination_pipeline"] if h["hallucination_pipeline"] > 0 else None

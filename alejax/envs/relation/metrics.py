@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Hashable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from alejax.envs.relation.schema import NO_RELATION, Sentence
 
 Key = Hashable  # one candidate pair, e.g. (sentence id, subject id, object id)
@@ -82,3 +84,36 @@ def gold_of(sentences: Iterable[Sentence]) -> tuple[dict, dict]:
             if p.tag:
                 tags[key] = p.tag
     return gold, tags
+
+
+def selective(predicted: Sequence[tuple[Key, str]], confidence: Sequence[float], threshold: float) -> list:
+    """The predictions an extractor keeps when it abstains (answers NO-RELATION) below `threshold`:
+    `confidence[i]` is the extractor's probability of prediction i (e.g. its greedy answer's)."""
+    if len(predicted) != len(confidence):
+        raise ValueError(f"{len(predicted)} predictions but {len(confidence)} confidences")
+    return [p for p, c in zip(predicted, confidence) if c >= threshold]
+
+
+def threshold_for_f1(
+    gold: Mapping[Key, str],
+    predicted: Sequence[tuple[Key, str]],
+    confidence: Sequence[float],
+    target_f1: float,
+    no_relation: str = NO_RELATION,
+    max_thresholds: int = 64,
+) -> float:
+    """The abstention threshold whose selective predictions keep micro-F1 >= `target_f1` with the lowest
+    hallucination rate (ties: the higher F1), among 0 and up to `max_thresholds` quantiles of the positive
+    predictions' confidences. Compare two extractors at equal F1 by choosing it on validation data; 0 (no
+    abstention) when no threshold reaches the target."""
+    positive = sorted({c for (_, label), c in zip(predicted, confidence) if label != no_relation})
+    if len(positive) > max_thresholds:
+        positive = [positive[round(i)] for i in np.linspace(0, len(positive) - 1, max_thresholds)]
+    best, best_key = 0.0, None
+    for threshold in [0.0, *positive]:
+        s = relation_scores(gold, selective(predicted, confidence, threshold), no_relation=no_relation)
+        if s["f1"] >= target_f1:
+            key = (s["hallucination_rate"], -s["f1"])
+            if best_key is None or key < best_key:
+                best, best_key = threshold, key
+    return best
