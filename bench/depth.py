@@ -151,7 +151,7 @@ def table(summary: dict, per_seed: dict[int, dict]) -> str:
         lines += [
             "",
             "At equal F1: the full pipeline abstains below a probability threshold chosen per seed on validation "
-            "sentences (lowest hallucination at F1 >= direct's validation F1); held-out, mean ± SE over seeds:",
+            "sentences (validation F1 closest to direct's from above); held-out, mean ± SE over seeds:",
             "",
             "| stage | threshold | pipeline F1 | pipeline hall. | direct F1 | direct hall. | pipeline - direct F1 | "
             "direct / pipeline hall. | goal |",

@@ -560,10 +560,15 @@ def test_threshold_for_f1_picks_the_least_hallucinating_point_at_the_target_f1()
         ("c", "works_for"),
         ("d", NO_RELATION),
     ]
-    # F1 >= 0.6: keeping only "a" (F1 0.67, no hallucination) beats keeping all (F1 0.8, c hallucinated)
+    # F1 >= 0.6: keeping only "a" (F1 0.67) is closer to the target than keeping all (F1 0.8)
     assert threshold_for_f1(gold, predicted, confidence, 0.6) == 0.9
     assert threshold_for_f1(gold, predicted, confidence, 0.75) == 0.0  # only no abstention reaches 0.8
     assert threshold_for_f1(gold, predicted, confidence, 0.95) == 0.0  # unreachable: no abstention
+    # Three hallucination-free points (F1 0.5, 0.8, 1.0) reach 0.45: equal F1 means the closest one.
+    gold = {"a": "works_for", "b": "founded", "e": "lives_in", "c": NO_RELATION}
+    predicted = [("a", "works_for"), ("b", "founded"), ("e", "lives_in"), ("c", "founded")]
+    assert threshold_for_f1(gold, predicted, [0.9, 0.8, 0.3, 0.2], 0.45) == 0.9
+    assert threshold_for_f1(gold, predicted, [0.9, 0.8, 0.3, 0.2], 0.7) == 0.8
     with pytest.raises(ValueError, match="confidences"):
         selective(predicted, confidence[:2], 0.5)
 

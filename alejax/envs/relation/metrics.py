@@ -102,10 +102,10 @@ def threshold_for_f1(
     no_relation: str = NO_RELATION,
     max_thresholds: int = 64,
 ) -> float:
-    """The abstention threshold whose selective predictions keep micro-F1 >= `target_f1` with the lowest
-    hallucination rate (ties: the higher F1), among 0 and up to `max_thresholds` quantiles of the positive
-    predictions' confidences. Compare two extractors at equal F1 by choosing it on validation data; 0 (no
-    abstention) when no threshold reaches the target."""
+    """The abstention threshold whose selective predictions have the micro-F1 closest to `target_f1` from
+    above (ties: the lower hallucination rate), among 0 and up to `max_thresholds` quantiles of the positive
+    predictions' confidences: the operating point to compare with another extractor at equal F1 (choose it on
+    validation data, then score it held out). 0 (no abstention) when no threshold reaches the target."""
     positive = sorted({c for (_, label), c in zip(predicted, confidence) if label != no_relation})
     if len(positive) > max_thresholds:
         positive = [positive[round(i)] for i in np.linspace(0, len(positive) - 1, max_thresholds)]
@@ -113,7 +113,7 @@ def threshold_for_f1(
     for threshold in [0.0, *positive]:
         s = relation_scores(gold, selective(predicted, confidence, threshold), no_relation=no_relation)
         if s["f1"] >= target_f1:
-            key = (s["hallucination_rate"], -s["f1"])
+            key = (s["f1"], s["hallucination_rate"])
             if best_key is None or key < best_key:
                 best, best_key = threshold, key
     return best
