@@ -95,7 +95,7 @@ def get_config(preset: str | None = None) -> ConfigDict:
     c.eval.batch_size = 64
     c.eval.stages = "untrained,sft,sft_rl,sft_rm"  # sft_rm: RL from SFT on the causal RM instead of the rule
     if preset == "smollm2":
-        c.eval.n_sentences = 60
+        c.eval.n_sentences, c.eval.n_validation = 60, 40
 
     if preset == "test":  # seconds, for tests: easy sentences, short SFT, one RL step, 30 sentences
         c.data.difficulty = "easy"
