@@ -625,42 +625,40 @@ def _by_path(name: str, path: str, view, build):
         return _REWARDS_BY_PATH[key]
 
 
-def relation_rm_factory(
-    hallucination_penalty: float = 0.0,
-    *,
-    path: str = "",
-    graphdef=None,
-    params=None,
-    vocabulary=None,
-    view=None,
-):
-    """reward="relation_rm": the grounding env's answers scored by a pair RM. With a path, the observations
-    must be of the file's view."""
-    return _by_path(
-        "relation_rm",
-        path,
-        view,
-        lambda: rm_relation_reward(*_rm_of_kwargs("relation_rm", path, graphdef, params, vocabulary, view)),
-    )
+def rm_reward_factory(name: str, make_reward):
+    """The env-reward factory registered as `name`: make_reward(graphdef, params, vocabulary, view) -> reward,
+    from a pair RM given by file `path` (config-serializable, loads in any process; `view` must then be the
+    file's) or as trained objects."""
+
+    def factory(
+        hallucination_penalty: float = 0.0,
+        *,
+        path: str = "",
+        graphdef=None,
+        params=None,
+        vocabulary=None,
+        view=None,
+    ):
+        return _by_path(
+            name,
+            path,
+            view,
+            lambda: make_reward(*_rm_of_kwargs(name, path, graphdef, params, vocabulary, view)),
+        )
+
+    return factory
 
 
-def relation_rm_set_factory(
-    hallucination_penalty: float = 0.0,
-    *,
-    path: str = "",
-    graphdef=None,
-    params=None,
-    vocabulary=None,
-    view=None,
-):
-    """reward="relation_rm_set": the refinement env's answer sets scored by a pair RM over every candidate
-    pair (view: the file's, else "sdp")."""
-
-    def build():
-        loaded = _rm_of_kwargs("relation_rm_set", path, graphdef, params, vocabulary, view)
-        return rm_relation_set_reward(*loaded[:3], loaded[3] or "sdp")
-
-    return _by_path("relation_rm_set", path, view, build)
+# relation_rm: the grounding (or direct) env's answers scored by a pair RM of the observations' view.
+relation_rm_factory = rm_reward_factory("relation_rm", rm_relation_reward)
+# relation_rm_set: the refinement env's answer sets, the pair RM over every candidate pair (view: the file's,
+# else "sdp").
+relation_rm_set_factory = rm_reward_factory(
+    "relation_rm_set",
+    lambda graphdef, params, vocabulary, view: rm_relation_set_reward(
+        graphdef, params, vocabulary, view or "sdp"
+    ),
+)
 
 
 # make("relation/grounding", reward="relation_rm", reward_kwargs={"path": ...}) or reward_kwargs=dict(
