@@ -1,5 +1,6 @@
 """The persistent shell: state carries over, timeouts keep the session, hostile commands end as observations."""
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -117,7 +118,12 @@ def test_a_shell_that_ends_while_interrupted_never_signals_our_own_process_group
     shell.run("sleep 300 &")  # holds the pty: no EOF on it once the shell is gone
     shell.run("trap '' INT")
     monkeypatch.setattr(shell._process, "poll", lambda: None)  # the helper that waits for bash, not yet ended
-    threading.Timer(1.0, os.kill, (shell.pid, signal.SIGKILL)).start()  # in the SIGINT phase
+
+    def kill_bash():  # the shell may already be gone when the timer fires (then nothing to kill)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(shell.pid, signal.SIGKILL)
+
+    threading.Timer(1.0, kill_bash).start()  # in the SIGINT phase
     result = shell.run("while :; do :; done", timeout_s=0.3)
     assert result.timed_out and "a new shell was started" in result.note, result
     assert not [group for group in sent if group <= 0 or group == os.getpgrp()], sent
