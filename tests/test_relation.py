@@ -544,6 +544,8 @@ def test_refinement_on_recorded_predictions(tmp_path):
     mixed = make("relation/refinement", predictions_path=str(path), recorded_fraction=0.5)
     sources = [mixed.reset(seed)[1]["errors"] == ["recorded"] for seed in range(60)]
     assert 15 < sum(sources) < 45
+    # Envs of one file share one parsed copy (a pool builds an env an episode); a rewritten file is reread.
+    assert make("relation/refinement", predictions_path=str(path)).recorded is env.recorded
     path.write_text('{"seed": 3}\n')
     with pytest.raises(ValueError, match=":1: not a"):
         make("relation/refinement", predictions_path=str(path))

@@ -18,6 +18,9 @@ error observation with reward 0 (`max_steps` bounds the retries); it never raise
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import random
 import re
 from typing import Callable, Sequence
@@ -362,11 +365,15 @@ def format_edits(local: Sequence[Triple], revised, no_relation: str) -> str:
     )
 
 
-def read_recorded_predictions(path: str) -> list[tuple[int, list[Triple]]]:
+def read_recorded_predictions(path: str) -> tuple[tuple[int, tuple[Triple, ...]], ...]:
     """(generator seed, local predictions) per line of a JSONL file of {"seed", "predictions"} records, as
-    alejax.jobs.depth writes for the grounding policy's own labels of training sentences."""
-    import json
+    alejax.jobs.depth writes for the grounding policy's own labels of training sentences. Read once per file
+    version: an env pool builds one env an episode, and each would otherwise parse the whole file."""
+    return _read_recorded(os.path.abspath(path), os.stat(path).st_mtime_ns)
 
+
+@functools.lru_cache(maxsize=8)
+def _read_recorded(path: str, mtime_ns: int) -> tuple:
     records = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -374,12 +381,12 @@ def read_recorded_predictions(path: str) -> list[tuple[int, list[Triple]]]:
                 continue
             try:
                 record = json.loads(line)
-                records.append((int(record["seed"]), [tuple(t) for t in record["predictions"]]))
+                records.append((int(record["seed"]), tuple(tuple(t) for t in record["predictions"])))
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{number}: not a {{seed, predictions}} record ({e})") from e
     if not records:
         raise ValueError(f"{path}: no recorded predictions")
-    return records
+    return tuple(records)
 
 
 ANSWER_FORMS = ("edits", "set")
